@@ -1,0 +1,26 @@
+"""diffnas: differentiable neural architecture search (DARTS and its family) as composable parts.
+
+import diffnas
+result = diffnas.search("darts", overrides=["search.epochs=5"])
+print(result.genotype)
+"""
+
+from diffnas.config import Config, load_config
+from diffnas.errors import DiffnasError
+from diffnas.search import Searcher, SearchResult, resume, search
+from diffnas.spaces import Genotype, get_space, load_genotype
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "DiffnasError",
+    "Genotype",
+    "SearchResult",
+    "Searcher",
+    "get_space",
+    "load_config",
+    "load_genotype",
+    "resume",
+    "search",
+]

@@ -1,0 +1,5 @@
+"""`python -m diffnas` runs the command-line interface."""
+
+from diffnas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Tabular benchmarks that score a searched cell without training it (NAS-Bench-201)."""

@@ -1,0 +1,97 @@
+"""NAS-Bench-201 lookup: CIFAR-10 test accuracy of any nb201 cell from a tabular benchmark.
+
+Reads the `analog-nasbench` table (optional extra `diffnas[nb201]`); its op codes and
+edge order differ from NB201's string order, so the mapping lives here and is tested.
+"""
+
+from __future__ import annotations
+
+import pickle
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from diffnas.errors import DiffnasError
+from diffnas.spaces.genotype import Genotype
+
+# analog-nasbench op codes
+ANB_OPS = {"skip_connect": 0, "none": 1, "nor_conv_3x3": 2, "nor_conv_1x1": 3, "avg_pool_3x3": 4}
+# analog-nasbench edge order (src, dst); NB201's string order is (0,1),(0,2),(1,2),(0,3),(1,3),(2,3)
+ANB_EDGES = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+class LookupUnavailable(DiffnasError):
+    """The table is not installed."""
+
+
+class _Record:
+    """Stands in for analognasbench's classes when unpickling (no pkg_resources import)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("analognasbench"):
+            return _Record
+        return super().find_class(module, name)
+
+
+def table_path() -> Path:
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("analog-nasbench")
+    except metadata.PackageNotFoundError:
+        raise LookupUnavailable(
+            "the NAS-Bench-201 lookup needs the optional table: pip install 'diffnas[nb201]' "
+            "(analog-nasbench)"
+        ) from None
+    for f in dist.files or []:
+        if f.name == "data.anb":
+            path = Path(str(dist.locate_file(f)))
+            if path.exists():
+                return path
+    raise LookupUnavailable(
+        "analog-nasbench is installed but its data.anb table is missing; reinstall it"
+    )
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[tuple[int, ...], Any]:
+    with open(table_path(), "rb") as fh:
+        return _Unpickler(fh).load()
+
+
+def anb_key(genotype: Genotype) -> tuple[int, ...]:
+    """The table's 6-tuple of op codes for an nb201 genotype."""
+    if genotype.space != "nb201":
+        raise DiffnasError(
+            f"the NAS-Bench-201 lookup scores nb201 cells, got a {genotype.space} genotype"
+        )
+    by_edge = {(e.src, e.dst): e.op for e in genotype.cells[0].edges}
+    return tuple(ANB_OPS[by_edge[edge]] for edge in ANB_EDGES)
+
+
+def lookup(genotype: Genotype) -> float:
+    """CIFAR-10 test accuracy (%) of the cell trained by the benchmark (`baseline_accuracy`).
+
+    Only the op choice is scored: an ACA genotype's skip fractions are ignored.
+    """
+    return float(_table()[anb_key(genotype)].baseline_accuracy)
+
+
+def available() -> bool:
+    try:
+        table_path()
+    except LookupUnavailable:
+        return False
+    return True
+
+
+def all_accuracies() -> list[float]:
+    return [float(r.baseline_accuracy) for r in _table().values()]

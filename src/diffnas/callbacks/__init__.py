@@ -1,0 +1,1 @@
+"""Callbacks: progress, metrics logging, checkpoints and lookups, outside the search loop."""

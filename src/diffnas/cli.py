@@ -1,0 +1,78 @@
+"""The `diffnas` command line: one subcommand per module in diffnas.commands.
+
+Errors caused by input (config, genotype, dataset, checkpoint, NaN loss) print as one
+line naming the problem and the fix, with exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from rich.console import Console
+
+from diffnas.errors import DiffnasError
+
+DESCRIPTION = """\
+diffnas: differentiable neural architecture search (DARTS and its family).
+
+A method is a preset that names its parts (relaxation, regularizers, schedule, updater,
+derivation); spaces are darts (8-op cells) and nb201 (NAS-Bench-201). Run
+`diffnas COMMAND --help` for each command's options.
+"""
+
+EPILOG = """\
+examples:
+  diffnas search                                   # DARTS on the built-in digits data
+  diffnas search --config darts --space nb201 --dataset cifar10 --data-root DIR
+  diffnas search --resume runs/darts-nb201-cifar10-20260101-120000
+  diffnas lookup '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'
+  diffnas zoo
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffnas",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from diffnas import __version__
+
+    parser.add_argument("--version", action="version", version=f"diffnas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import diffnas.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"diffnas.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    console = Console(stderr=True)
+    try:
+        return int(args.func(args) or 0)
+    except DiffnasError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/]; a run continues from its last checkpoint with "
+            "`diffnas search --resume RUN_DIR`"
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""The run configuration: strict dataclasses loaded from YAML presets and `--set` overrides.
+
+Unknown or mistyped keys fail at load time with the key's path and the accepted keys;
+part parameters (e.g. `relaxation: {name: gumbel, tau_max: 10}`) are checked against the
+part's own `Params` dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from diffnas.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- parts
+@dataclass
+class PartSpec:
+    """A registered part chosen by name, with its parameters.
+
+    In YAML either a bare name (`relaxation: softmax`) or a mapping with `name` plus the
+    part's parameters (`relaxation: {name: gumbel, tau_max: 10}`).
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> Any:
+        return {"name": self.name, **self.params} if self.params else self.name
+
+
+def part(name: str, **params: Any) -> Any:
+    """A dataclass field default of one part."""
+    return field(default_factory=lambda: PartSpec(name, dict(params)))
+
+
+def build_params(params_cls: type[T] | None, values: dict[str, Any], where: str) -> T | None:
+    """Instantiate a part's `Params` dataclass from a mapping, strictly."""
+    if params_cls is None:
+        if values:
+            raise ConfigError(f"{where} takes no parameters, got: {', '.join(sorted(values))}")
+        return None
+    return from_dict(params_cls, values, where)
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass
+class SpaceConfig:
+    """The search space and the size of the supernet built from it."""
+
+    name: str = "darts"
+    channels: int = 16
+    # darts: number of cells of the supernet (8); nb201: cells per stage (5). None = space default.
+    layers: int | None = None
+    # darts: intermediate nodes per cell.
+    nodes: int = 4
+    # darts only: per-cell architecture weights, one letter per searched cell, e.g. "NRNRN".
+    # None: the classic two shared cells (normal, reduce) stacked over `layers`.
+    cells: str | None = None
+    exclude_ops: list[str] = field(default_factory=list)
+    stem_multiplier: int = 3
+
+
+@dataclass
+class SupernetConfig:
+    """How the mixed operations of the supernet are computed."""
+
+    # PC-DARTS: only 1/K of the channels go through the mixed op (1 = all channels).
+    partial_channels: int = 1
+    # PC-DARTS edge normalization: per-node softmax weights over incoming edges.
+    edge_norm: bool = False
+    # DARTS-PRIME: BatchNorm (no affine) after each intermediate node's sum.
+    node_bn: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    """Batched tensor augmentation; None = the dataset's default."""
+
+    crop_padding: int | None = None
+    flip: bool | None = None
+    cutout: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how it is split for the bilevel search, and how batches are made."""
+
+    dataset: str = "digits"
+    root: str | None = None
+    # Fraction of the training split used for weights; the rest is the architecture
+    # (validation) split. None: the schedule's choice (0.5 for DARTS).
+    train_portion: float | None = None
+    # Use only this fraction of the training split for the search (1.0 = all).
+    subset: float = 1.0
+    batch_size: int = 64
+    # Resize images to this side length before the search (None = native).
+    resolution: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Where decoded ImageFolder datasets are cached as uint8 arrays (None: ~/.cache/diffnas).
+    cache_dir: str | None = None
+
+
+@dataclass
+class SearchConfig:
+    """The bilevel optimization: epochs, optimizers and the method's parts."""
+
+    epochs: int = 50
+    # weights: SGD with momentum, cosine schedule from w_lr to w_lr_min over the search
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    # architecture: Adam
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    # epochs of weight-only training before architecture steps start
+    warmup_epochs: int = 0
+    relaxation: PartSpec = part("softmax")
+    updater: PartSpec = part("first_order")
+    schedule: PartSpec = part("alternate")
+    regularizers: list[PartSpec] = field(default_factory=list)
+    derive: PartSpec = part("default")
+
+
+@dataclass
+class CheckpointConfig:
+    """When the run's checkpoint is written (atomically; always at each epoch's end)."""
+
+    every_s: float = 300.0
+    every_steps: int = 0
+
+
+@dataclass
+class LogConfig:
+    progress: bool = True
+    # Look up the derived cell's accuracy in the NAS-Bench-201 table every epoch (nb201).
+    lookup: bool = True
+    # Store the architecture weights (probabilities) in metrics.jsonl every epoch.
+    alpha: bool = True
+
+
+@dataclass
+class Config:
+    """A search run."""
+
+    method: str = "darts"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    out: str | None = None
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# --------------------------------------------------------------------------- conversion
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if tp is PartSpec:
+            return _part_spec(value, where)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def _part_spec(value: Any, where: str) -> PartSpec:
+    if isinstance(value, PartSpec):
+        return value
+    if isinstance(value, str):
+        return PartSpec(value, {})
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise ConfigError(f"{where}: a part needs a 'name' key, got keys {sorted(value)}")
+        params = {k: v for k, v in value.items() if k != "name"}
+        return PartSpec(str(value["name"]), params)
+    raise ConfigError(f"{where}: expected a part name or a mapping with 'name', got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and bad types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key '{path}'{did_you_mean(str(key), fields)}; "
+                f"accepted keys{' in ' + repr(where) if where else ''}: {', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass config -> plain YAML-able data."""
+    if isinstance(obj, PartSpec):
+        return obj.to_yaml()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------- files
+def preset_names() -> list[str]:
+    root = resources.files("diffnas") / "configs"
+    names = []
+    for entry in root.iterdir():
+        if entry.name.endswith(".yaml"):
+            names.append(entry.name[: -len(".yaml")])
+    return sorted(names)
+
+
+def _read_yaml(source: str) -> dict[str, Any]:
+    """Read a YAML file, or a packaged preset by name (e.g. 'darts' or 'protocols/cpu1h')."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ConfigError(f"config file '{source}' does not exist")
+        text = path.read_text()
+    else:
+        preset = resources.files("diffnas") / "configs" / f"{source}.yaml"
+        if not preset.is_file():
+            raise ConfigError(
+                f"'{source}' is neither a config file nor a preset"
+                f"{did_you_mean(source, preset_names())}; presets: {', '.join(preset_names())}"
+            )
+        text = preset.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config '{source}' is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config '{source}' must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `over` into a copy of `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and "name" not in value:
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'search.epochs=3' -> {'search': {'epochs': 3}} (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(
+            f"override '{text}' must look like section.key=value, e.g. search.epochs=3"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': bad key '{key}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML: {exc}") from None
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part_name in parts[:-1]:
+        node = node.setdefault(part_name, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    sources: list[str] | None = None,
+    overrides: list[str] | None = None,
+    cls: type[T] = Config,  # type: ignore[assignment]
+) -> T:
+    """Merge config files/presets in order, apply `key=value` overrides, validate strictly."""
+    data: dict[str, Any] = {}
+    for source in sources or []:
+        data = merge(data, _read_yaml(source))
+    for text in overrides or []:
+        data = merge(data, parse_override(text))
+    config = from_dict(cls, data)
+    if isinstance(config, Config):
+        validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks that need the registries: part names and part parameters."""
+    from diffnas import registry
+
+    registry.SPACES.get(config.space.name)
+    registry.DATASETS.get(config.data.dataset)
+    s = config.search
+    checks: list[tuple[Any, PartSpec, str]] = [
+        (registry.RELAXATIONS, s.relaxation, "search.relaxation"),
+        (registry.UPDATERS, s.updater, "search.updater"),
+        (registry.SCHEDULES, s.schedule, "search.schedule"),
+        (registry.DERIVATIONS, s.derive, "search.derive"),
+    ]
+    checks += [
+        (registry.REGULARIZERS, r, f"search.regularizers[{i}]")
+        for i, r in enumerate(s.regularizers)
+    ]
+    for reg, spec, where in checks:
+        part_cls = reg.get(spec.name)
+        build_params(getattr(part_cls, "Params", None), spec.params, f"{where} ({spec.name})")
+    if config.search.epochs < 1:
+        raise ConfigError(f"search.epochs must be at least 1, got {config.search.epochs}")
+    if config.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size must be at least 1, got {config.data.batch_size}")
+    tp = config.data.train_portion
+    if tp is not None and not 0.0 < tp < 1.0:
+        raise ConfigError(f"data.train_portion must be between 0 and 1 (exclusive), got {tp}")
+    if not 0.0 < config.data.subset <= 1.0:
+        raise ConfigError(f"data.subset must be in (0, 1], got {config.data.subset}")
+    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{config.device}'")
+    if config.supernet.partial_channels < 1:
+        raise ConfigError(
+            f"supernet.partial_channels must be >= 1 (1 = off), got {config.supernet.partial_channels}"
+        )
+
+
+def dump_config(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Derivations: from the searched architecture weights to a discrete genotype."""

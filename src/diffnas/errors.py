@@ -1,0 +1,43 @@
+"""User-facing errors: each names the bad value and how to fix it.
+
+The CLI prints these as one line (no traceback); anything else is a bug in diffnas.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DiffnasError(Exception):
+    """Base class of errors caused by the user's input, configuration or files."""
+
+
+class ConfigError(DiffnasError):
+    """A configuration file, preset or override is malformed."""
+
+
+class UnknownNameError(ConfigError):
+    """A part (space, op, relaxation, dataset, ...) was asked for by a name nobody registered."""
+
+
+class GenotypeError(DiffnasError):
+    """A genotype file or string does not describe a valid architecture of its space."""
+
+
+class DatasetError(DiffnasError):
+    """A dataset is missing, corrupt, or in an unexpected format."""
+
+
+class CheckpointError(DiffnasError):
+    """A run directory or checkpoint cannot be used."""
+
+
+class NumericalError(DiffnasError):
+    """The loss became NaN or infinite."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

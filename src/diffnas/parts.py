@@ -1,0 +1,161 @@
+"""Base classes of the composable parts a method is made of.
+
+relaxation (α -> op weights), regularizers (terms of the validation loss), schedule
+(when to take an architecture step), updater (how to get ∇α), derivation (weights ->
+genotype). Each has a strict `Params` dataclass, its own state_dict, and metrics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from diffnas.config import PartSpec, build_params
+from diffnas.registry import Registry
+from diffnas.supernet.base import Architecture
+from diffnas.supernet.mixed import Active, MixWeights
+
+if TYPE_CHECKING:
+    from diffnas.search import Searcher
+    from diffnas.spaces.genotype import Genotype
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Part(ABC):
+    """Common behaviour: parameters from the config, state for checkpoints, metrics."""
+
+    Params: ClassVar[type | None] = None
+
+    def __init__(self, params: Any = None) -> None:
+        if params is None and self.Params is not None:
+            params = self.Params()
+        self.params = params
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    def metrics(self) -> dict[str, Any]:
+        """Values logged in metrics.jsonl at each epoch's end."""
+        return {}
+
+    def setup(self, searcher: Searcher) -> None:
+        """Called once the supernet and architecture exist (e.g. to read cost tables)."""
+        del searcher
+
+
+def build_part(registry: Registry, spec: PartSpec, where: str) -> Any:
+    cls = registry.get(spec.name)
+    params = build_params(getattr(cls, "Params", None), spec.params, f"{where} ({spec.name})")
+    return cls(params)
+
+
+# --------------------------------------------------------------------------- relaxation
+class Relaxation(Part):
+    """Maps α to the op weights the supernet mixes with."""
+
+    def init_alpha(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """DARTS init: 1e-3 · N(0, 1)."""
+        return 1e-3 * torch.randn(shape)
+
+    @abstractmethod
+    def weights(self, alpha: torch.Tensor, key: str) -> torch.Tensor:
+        """Differentiable op weights [E, O] used in the forward pass."""
+
+    def probs(self, alpha: torch.Tensor, key: str) -> torch.Tensor:
+        """Deterministic op weights for derivation and logging (default: `weights`)."""
+        return self.weights(alpha, key)
+
+    def active(self, alpha: torch.Tensor, key: str, weights: torch.Tensor) -> Active | None:
+        """Which ops each edge computes (None: all but `none`)."""
+        del alpha, key, weights
+        return None
+
+    def mix(self, arch: Architecture) -> MixWeights:
+        ops: dict[str, torch.Tensor] = {}
+        active: dict[str, Active] = {}
+        for key, alpha in arch.alpha.items():
+            w = self.weights(alpha, key)
+            ops[key] = w
+            a = self.active(alpha, key, w)
+            if a is not None:
+                active[key] = a
+        return MixWeights(ops, active or None, arch.edge_weights())
+
+    def derivation_weights(self, arch: Architecture) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {k: self.probs(a, k) for k, a in arch.alpha.items()}
+
+    def set_progress(self, t: float) -> None:
+        """t in [0, 1]: the fraction of the search done (for annealing)."""
+        del t
+
+    def after_arch_step(self, arch: Architecture) -> None:
+        """Called after each optimizer step on α (e.g. to clamp or prune)."""
+        del arch
+
+
+# --------------------------------------------------------------------------- regularizer
+@dataclass
+class RegContext:
+    """What a regularizer may look at when adding its term to the validation loss."""
+
+    arch: Architecture
+    mix: MixWeights  # differentiable op weights of this step
+    ce: torch.Tensor  # the cross-entropy part of the validation loss (with graph)
+    progress: float  # fraction of the search done, in [0, 1]
+    searcher: Searcher
+
+
+class Regularizer(Part):
+    @abstractmethod
+    def loss(self, ctx: RegContext) -> torch.Tensor:
+        """A scalar added to the validation loss."""
+
+    def after_arch_step(self, arch: Architecture) -> None:
+        del arch
+
+
+# --------------------------------------------------------------------------- schedule
+class Schedule(Part):
+    """Decides, before each weight step, whether to take an architecture step first."""
+
+    # fraction of the training set used for weights when data.train_portion is unset
+    train_portion: ClassVar[float] = 0.5
+    needs_grad_energy: ClassVar[bool] = False
+
+    @abstractmethod
+    def arch_step_due(self) -> bool: ...
+
+    def after_weight_step(self, grad_energy: float | None) -> None:
+        del grad_energy
+
+
+# --------------------------------------------------------------------------- updater
+@dataclass
+class ArchStepResult:
+    loss: torch.Tensor
+    ce: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+class Updater(Part):
+    """Computes ∇ of the validation objective w.r.t. the architecture parameters."""
+
+    @abstractmethod
+    def arch_grads(self, s: Searcher, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
+        """Set `.grad` of every architecture parameter; return the validation loss."""
+
+
+# --------------------------------------------------------------------------- derivation
+class Derivation(Part):
+    @abstractmethod
+    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+        """The genotype of the current α; `final` at the search's end (may cost a data pass)."""

@@ -1,0 +1,1 @@
+"""Regularizers: terms added to the validation loss of the architecture step."""

@@ -1,0 +1,1 @@
+"""Relaxations: how architecture parameters α become the op weights of the supernet."""

@@ -1,0 +1,1 @@
+"""Schedules: when the search takes an architecture step."""

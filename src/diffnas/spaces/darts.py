@@ -1,0 +1,403 @@
+"""The DARTS cell space: 8 ops, cells of 2 inputs + 4 nodes (14 edges), normal/reduce.
+
+Owns the search supernet (shared or per-cell α), the top-2 derivation, genotype
+validation and the discrete CIFAR network (auxiliary head, drop-path).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffnas.config import SupernetConfig
+from diffnas.errors import ConfigError, GenotypeError
+from diffnas.registry import SPACES
+from diffnas.spaces.base import Space
+from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
+from diffnas.spaces.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
+from diffnas.supernet.base import ArchSpec, CellSite, Supernet
+from diffnas.supernet.dag import SearchDAG
+from diffnas.supernet.mixed import MixWeights
+
+
+def cell_edges(nodes: int) -> list[tuple[int, int]]:
+    """DARTS edge order: for node j = 2.., its inputs 0..j-1."""
+    return [(i, j) for j in range(2, 2 + nodes) for i in range(j)]
+
+
+def reduction_layers(layers: int) -> set[int]:
+    return {layers // 3, 2 * layers // 3}
+
+
+def parse_pattern(pattern: str) -> list[str]:
+    types = []
+    for ch in pattern.upper():
+        if ch not in "NR":
+            raise ConfigError(
+                f"space.cells '{pattern}': use one letter per searched cell, N (normal) or R "
+                f"(reduction), e.g. NRNRN"
+            )
+        types.append("normal" if ch == "N" else "reduce")
+    if "normal" not in types:
+        raise ConfigError(f"space.cells '{pattern}' needs at least one normal cell (N)")
+    return types
+
+
+@SPACES.register("darts")
+class DartsSpace(Space):
+    name = "darts"
+    op_table = DARTS_OPS
+    default_layers = 8
+
+    # ------------------------------------------------------------------ search side
+    def cell_types(self) -> list[str]:
+        """Type of each cell of the supernet."""
+        if self.cfg.cells:
+            return parse_pattern(self.cfg.cells)
+        reds = reduction_layers(self.layers)
+        return ["reduce" if i in reds else "normal" for i in range(self.layers)]
+
+    def cell_keys(self) -> list[str]:
+        """The α key each supernet cell uses."""
+        if self.cfg.cells:
+            return [f"cell{i}" for i in range(len(self.cell_types()))]
+        return self.cell_types()
+
+    def arch_specs(self) -> dict[str, ArchSpec]:
+        edges = tuple(cell_edges(self.cfg.nodes))
+        ops = tuple(self.ops)
+        if not self.cfg.cells:
+            return {t: ArchSpec(t, t, None, edges, ops, 2) for t in ("normal", "reduce")}
+        specs = {}
+        reductions = 0
+        for i, t in enumerate(self.cell_types()):
+            stage = reductions
+            if t == "reduce":
+                stage = reductions
+                reductions += 1
+            specs[f"cell{i}"] = ArchSpec(f"cell{i}", t, stage, edges, ops, 2)
+        return specs
+
+    def build_supernet(
+        self, net: SupernetConfig, in_channels: int, num_classes: int, input_size: int
+    ) -> Supernet:
+        return DartsSupernet(self, net, in_channels, num_classes, input_size)
+
+    # ------------------------------------------------------------------ derivation
+    def derive(
+        self,
+        weights: dict[str, torch.Tensor],
+        edge_weights: dict[str, torch.Tensor] | None = None,
+        k: int = 2,
+    ) -> Genotype:
+        cells = []
+        for key, spec in self.arch_specs().items():
+            w = weights[key].detach().float().cpu()
+            candidates = [o for o, name in enumerate(spec.ops) if name != "none"]
+            strength = w[:, candidates].max(dim=1).values
+            if edge_weights is not None:
+                strength = strength * edge_weights[key].detach().float().cpu()
+            edges = []
+            for dst, rows in spec.incoming().items():
+                # stable sort: ties go to the lower source node, as in DARTS
+                kept = sorted(rows, key=lambda r: -float(strength[r]))[:k]
+                for r in sorted(kept, key=lambda r: spec.edges[r][0]):
+                    best = max(candidates, key=lambda o: float(w[r, o]))
+                    edges.append(Edge(spec.ops[best], spec.edges[r][0], dst))
+            concat = tuple(range(2, 2 + self.cfg.nodes))
+            cells.append(CellGenotype(spec.cell_type, tuple(edges), spec.stage, concat))
+        return Genotype(self.name, tuple(cells))
+
+    # ------------------------------------------------------------------ genotypes
+    def validate(self, genotype: Genotype) -> Genotype:
+        self.check_space(genotype)
+        for i, cell in enumerate(genotype.cells):
+            where = f"darts genotype cell {i} ({cell.type})"
+            dsts = set()
+            for e in cell.edges:
+                self.op_table[e.op]  # unknown op -> GenotypeError with the op list
+                if e.op == "none":
+                    raise GenotypeError(
+                        f"{where}: edge {e.src}->{e.dst} uses 'none'; drop the edge instead"
+                    )
+                if e.src < 0 or e.dst < 2 or e.src >= e.dst:
+                    raise GenotypeError(
+                        f"{where}: bad edge index {e.src}->{e.dst}: sources are 0, 1 (cell inputs) or "
+                        f"an earlier node, destinations are nodes 2, 3, ..."
+                    )
+                dsts.add(e.dst)
+            last = max(dsts)
+            missing = [j for j in range(2, last + 1) if j not in dsts]
+            if missing:
+                raise GenotypeError(
+                    f"{where}: wrong node count: nodes {missing} have no incoming edge "
+                    f"(nodes must be numbered 2..{last} without gaps)"
+                )
+            if cell.concat is not None and any(c < 0 or c > last for c in cell.concat):
+                raise GenotypeError(
+                    f"{where}: concat {list(cell.concat)} names a node outside 0..{last}"
+                )
+        for t in ("normal", "reduce"):
+            if not genotype.cells_of(t):
+                raise GenotypeError(f"darts genotype has no {t} cell")
+        return genotype
+
+    def build_network(
+        self,
+        genotype: Genotype,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        channels: int | None = None,
+        layers: int | None = None,
+        auxiliary: bool = False,
+        drop_path: float = 0.0,
+    ) -> nn.Module:
+        self.validate(genotype)
+        return DartsNetwork(
+            genotype, channels or 36, num_classes, layers or 20, auxiliary, drop_path, in_channels
+        )
+
+
+# =========================================================================== supernet
+class SearchCell(nn.Module):
+    def __init__(
+        self,
+        space: DartsSpace,
+        spec: ArchSpec,
+        net: SupernetConfig,
+        c_pp: int,
+        c_p: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_pp, c, affine=False, track=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_pp, c, 1, 1, 0, affine=False, track=False)
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False, track=False)
+        n_nodes = 2 + space.cfg.nodes
+
+        def make_op(name: str, channels: int, stride: int) -> nn.Module:
+            return DARTS_OPS[name].build(channels, stride, False, True)
+
+        self.dag = SearchDAG(
+            2,
+            n_nodes,
+            list(spec.edges),
+            list(spec.ops),
+            c,
+            stride=lambda src: 2 if reduction and src < 2 else 1,
+            make_op=make_op,
+            partial_channels=net.partial_channels,
+            node_bn=net.node_bn,
+        )
+        self.concat = list(range(2, n_nodes))
+
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor, active=None, edge_scale=None
+    ) -> torch.Tensor:
+        nodes = self.dag([self.preprocess0(s0), self.preprocess1(s1)], w, active, edge_scale)
+        return torch.cat([nodes[i] for i in self.concat], dim=1)
+
+
+class DartsSupernet(Supernet):
+    def __init__(
+        self,
+        space: DartsSpace,
+        net: SupernetConfig,
+        in_channels: int,
+        num_classes: int,
+        input_size: int,
+    ) -> None:
+        super().__init__()
+        cfg = space.cfg
+        self.arch_specs = space.arch_specs()
+        self.op_cost = space.op_cost
+        c = cfg.channels
+        c_curr = cfg.stem_multiplier * c
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_curr, track_running_stats=False),
+        )
+        c_pp, c_p, c_curr = c_curr, c_curr, c
+        self.cells = nn.ModuleList()
+        self.keys = space.cell_keys()
+        self.sites: list[CellSite] = []
+        reduction_prev = False
+        size = input_size
+        for key, cell_type in zip(self.keys, space.cell_types()):
+            reduction = cell_type == "reduce"
+            if reduction:
+                c_curr *= 2
+            cell = SearchCell(
+                space, self.arch_specs[key], net, c_pp, c_p, c_curr, reduction, reduction_prev
+            )
+            self.sites.append(CellSite(key, c_curr, size, size, reduction))
+            if reduction:
+                size = (size + 1) // 2
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cfg.nodes * c_curr
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        edges = mix.edges
+        for key, cell in zip(self.keys, self.cells):
+            s0, s1 = (
+                s1,
+                cell(
+                    s0, s1, mix.ops[key], mix.active_for(key), None if edges is None else edges[key]
+                ),
+            )
+        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)
+        return self.classifier(out)
+
+
+# =========================================================================== discrete net
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples with probability drop_prob, rescale the rest (training only)."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+def make_edge_op(edge: Edge, channels: int, stride: int) -> nn.Module:
+    """The module of one genotype edge in a discrete network."""
+    return DARTS_OPS[edge.op].build(channels, stride, True, False)
+
+
+class Cell(nn.Module):
+    def __init__(
+        self,
+        genotype: CellGenotype,
+        c_pp: int,
+        c_p: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_pp, c)
+        else:
+            self.preprocess0 = ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        self.edges = [(e.src, e.dst) for e in genotype.edges]
+        self.ops = nn.ModuleList(
+            make_edge_op(e, c, 2 if reduction and e.src < 2 else 1) for e in genotype.edges
+        )
+        self.n_nodes = max(d for _, d in self.edges) + 1
+        self.concat = list(genotype.concat) if genotype.concat else list(range(2, self.n_nodes))
+        self.multiplier = len(self.concat)
+        self.drop_prob = 0.0
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
+        states += [None] * (self.n_nodes - 2)
+        for (src, dst), op in zip(self.edges, self.ops):
+            h = op(states[src])
+            if self.training and self.drop_prob > 0 and not isinstance(op, nn.Identity):
+                h = drop_path(h, self.drop_prob)
+            states[dst] = h if states[dst] is None else states[dst] + h
+        return torch.cat([states[i] for i in self.concat], dim=1)  # type: ignore[misc]
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS auxiliary classifier; expects the 8x8 map of CIFAR at 2/3 depth, adapts to others."""
+
+    def __init__(self, c: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        if x.shape[-1] >= 5:
+            x = F.avg_pool2d(x, 5, stride=3, padding=0, count_include_pad=False)
+        x = F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
+class DartsNetwork(nn.Module):
+    """The DARTS CIFAR network; per-cell genotypes map searched cells to depth by stage."""
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        channels: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool,
+        drop_path_prob: float,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+    ) -> None:
+        super().__init__()
+        self.drop_path_prob = drop_path_prob
+        self.aux_pos = 2 * layers // 3
+        c_curr = stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr)
+        )
+        reds = reduction_layers(layers)
+        # normal cells per stage, to map per-stage searched cells by relative position
+        stage_sizes: list[int] = [0]
+        for i in range(layers):
+            if i in reds:
+                stage_sizes.append(0)
+            else:
+                stage_sizes[-1] += 1
+        c_pp, c_p, c_curr = c_curr, c_curr, channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        stage, index_in_stage, reduction_index = 0, 0, 0
+        c_aux = 0
+        for i in range(layers):
+            if i in reds:
+                c_curr *= 2
+                cell_g = genotype.cell_for("reduce", reduction_index)
+                reduction_index += 1
+                stage += 1
+                index_in_stage = 0
+                reduction = True
+            else:
+                pos = index_in_stage / max(stage_sizes[stage], 1)
+                cell_g = genotype.cell_for("normal", stage, pos)
+                index_in_stage += 1
+                reduction = False
+            cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == self.aux_pos:
+                c_aux = c_p
+        self.auxiliary = AuxiliaryHead(c_aux, num_classes) if auxiliary else None
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        aux_logits = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            cell.drop_prob = self.drop_path_prob  # type: ignore[assignment]
+            s0, s1 = s1, cell(s0, s1)
+            if i == self.aux_pos and self.auxiliary is not None and self.training:
+                aux_logits = self.auxiliary(s1)
+        logits = self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        if aux_logits is not None:
+            return logits, aux_logits
+        return logits

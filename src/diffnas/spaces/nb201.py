@@ -1,0 +1,258 @@
+"""The NAS-Bench-201 space: one cell of 4 nodes and 6 edges, 5 ops, a ResNet-like skeleton.
+
+Owns the supernet, the argmax derivation, the benchmark's string format
+(`|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`) and the discrete network the benchmark trained.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffnas.config import SupernetConfig
+from diffnas.errors import GenotypeError
+from diffnas.registry import SPACES
+from diffnas.spaces.base import Space
+from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
+from diffnas.spaces.ops import NB201_OPS, ReLUConvBN
+from diffnas.supernet.base import ArchSpec, CellSite, Supernet
+from diffnas.supernet.dag import SearchDAG
+from diffnas.supernet.mixed import MixWeights
+
+# the benchmark's edge order: node 1 <- 0; node 2 <- 0, 1; node 3 <- 0, 1, 2
+EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+N_NODES = 4
+
+
+def to_nb201_string(genotype: Genotype) -> str:
+    cell = genotype.cells[0]
+    by_edge = {(e.src, e.dst): e.op for e in cell.edges}
+    nodes = []
+    for dst in range(1, N_NODES):
+        nodes.append("|" + "|".join(f"{by_edge[(src, dst)]}~{src}" for src in range(dst)) + "|")
+    return "+".join(nodes)
+
+
+def from_nb201_string(text: str) -> Genotype:
+    text = text.strip()
+    parts = text.split("+")
+    if len(parts) != N_NODES - 1:
+        raise GenotypeError(
+            f"NB201 string '{text}' must have {N_NODES - 1} node groups separated by '+', "
+            f"like |nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"
+        )
+    edges = []
+    for dst, part in enumerate(parts, start=1):
+        items = [x for x in part.strip().split("|") if x]
+        if len(items) != dst:
+            raise GenotypeError(
+                f"NB201 string '{text}': node {dst} needs {dst} inputs, got {len(items)}"
+            )
+        for item in items:
+            op, _, src = item.partition("~")
+            if not src.isdigit():
+                raise GenotypeError(f"NB201 string '{text}': '{item}' should look like op~input")
+            edges.append(Edge(op, int(src), dst))
+    genotype = Genotype("nb201", (CellGenotype("normal", tuple(edges), None),))
+    return Nb201Space().validate(genotype)
+
+
+@SPACES.register("nb201")
+class Nb201Space(Space):
+    name = "nb201"
+    op_table = NB201_OPS
+    default_layers = 5  # cells per stage
+
+    def arch_specs(self) -> dict[str, ArchSpec]:
+        return {"cell": ArchSpec("cell", "normal", None, EDGES, tuple(self.ops), 1)}
+
+    def build_supernet(
+        self, net: SupernetConfig, in_channels: int, num_classes: int, input_size: int
+    ) -> Supernet:
+        return Nb201Supernet(self, net, in_channels, num_classes, input_size)
+
+    def derive(
+        self, weights: dict[str, torch.Tensor], edge_weights: dict[str, torch.Tensor] | None = None
+    ) -> Genotype:
+        spec = self.arch_specs()["cell"]
+        w = weights["cell"].detach().float().cpu()
+        edges = tuple(
+            Edge(spec.ops[int(torch.argmax(w[i]))], src, dst)
+            for i, (src, dst) in enumerate(spec.edges)
+        )
+        return Genotype(self.name, (CellGenotype("normal", edges, None),))
+
+    def validate(self, genotype: Genotype) -> Genotype:
+        self.check_space(genotype)
+        if len(genotype.cells) != 1 or genotype.cells[0].type != "normal":
+            raise GenotypeError(
+                f"an nb201 genotype has exactly one normal cell, got {len(genotype.cells)} cell(s)"
+            )
+        cell = genotype.cells[0]
+        seen: dict[tuple[int, int], str] = {}
+        for e in cell.edges:
+            self.op_table[e.op]
+            if (e.src, e.dst) not in EDGES:
+                raise GenotypeError(
+                    f"nb201 genotype: bad edge index {e.src}->{e.dst}; the cell's edges are "
+                    f"{', '.join(f'{s}->{d}' for s, d in EDGES)}"
+                )
+            if (e.src, e.dst) in seen:
+                raise GenotypeError(f"nb201 genotype: edge {e.src}->{e.dst} appears twice")
+            seen[(e.src, e.dst)] = e.op
+        missing = [f"{s}->{d}" for s, d in EDGES if (s, d) not in seen]
+        if missing:
+            raise GenotypeError(
+                f"nb201 genotype: wrong node/edge count: missing edges {', '.join(missing)} "
+                f"(give every one of the 6 edges an op, 'none' included)"
+            )
+        return genotype
+
+    def build_network(
+        self,
+        genotype: Genotype,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        channels: int | None = None,
+        layers: int | None = None,
+        auxiliary: bool = False,
+        drop_path: float = 0.0,
+    ) -> nn.Module:
+        self.validate(genotype)
+        return Nb201Network(genotype, channels or 16, layers or 5, num_classes, in_channels)
+
+
+# =========================================================================== shared blocks
+class ResNetBlock(nn.Module):
+    """The stride-2 residual block joining two stages (NB201's skeleton)."""
+
+    def __init__(self, c_in: int, c_out: int, track: bool = True) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1, affine=True, track=track)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, affine=True, track=track)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(c_in, c_out, 1, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def _skeleton(channels: int, layers: int) -> list[tuple[int, bool]]:
+    """(channels, is_reduction_block) for each position of the network."""
+    out = []
+    for stage in range(3):
+        c = channels * 2**stage
+        if stage:
+            out.append((c, True))
+        out += [(c, False)] * layers
+    return out
+
+
+# =========================================================================== supernet
+class Nb201Supernet(Supernet):
+    def __init__(
+        self,
+        space: Nb201Space,
+        net: SupernetConfig,
+        in_channels: int,
+        num_classes: int,
+        input_size: int,
+    ) -> None:
+        super().__init__()
+        self.arch_specs = space.arch_specs()
+        self.op_cost = space.op_cost
+        spec = self.arch_specs["cell"]
+        c0 = space.cfg.channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c0, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c0, track_running_stats=False),
+        )
+
+        def make_op(name: str, channels: int, stride: int) -> nn.Module:
+            return NB201_OPS[name].build(channels, stride, False, True)
+
+        self.blocks = nn.ModuleList()
+        self.is_cell: list[bool] = []
+        self.sites: list[CellSite] = []
+        c_prev, size = c0, input_size
+        for c, reduction in _skeleton(c0, space.layers):
+            if reduction:
+                self.blocks.append(ResNetBlock(c_prev, c, track=False))
+                size = (size + 1) // 2
+            else:
+                self.blocks.append(
+                    SearchDAG(
+                        1,
+                        N_NODES,
+                        list(spec.edges),
+                        list(spec.ops),
+                        c,
+                        stride=lambda src: 1,
+                        make_op=make_op,
+                        partial_channels=net.partial_channels,
+                        node_bn=net.node_bn,
+                    )
+                )
+                self.sites.append(CellSite("cell", c, size, size, False))
+            self.is_cell.append(not reduction)
+            c_prev = c
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev, track_running_stats=False), nn.ReLU())
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
+        w = mix.ops["cell"]
+        active = mix.active_for("cell")
+        edge_scale = None if mix.edges is None else mix.edges["cell"]
+        x = self.stem(x)
+        for block, is_cell in zip(self.blocks, self.is_cell):
+            x = block([x], w, active, edge_scale)[-1] if is_cell else block(x)
+        x = self.lastact(x)
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+# =========================================================================== discrete net
+class InferCell(nn.Module):
+    def __init__(self, cell: CellGenotype, channels: int) -> None:
+        super().__init__()
+        kept = [e for e in cell.edges if e.op != "none"]
+        self.edges = [(e.src, e.dst) for e in kept]
+        self.ops = nn.ModuleList(NB201_OPS[e.op].build(channels, 1, True, False) for e in kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes: list[torch.Tensor | None] = [x, None, None, None]
+        for (src, dst), op in zip(self.edges, self.ops):
+            inp = nodes[src]
+            if inp is None:  # the source node only receives 'none' edges: it is zero
+                continue
+            h = op(inp)
+            nodes[dst] = h if nodes[dst] is None else nodes[dst] + h
+        out = nodes[-1]
+        return out if out is not None else torch.zeros_like(x)
+
+
+class Nb201Network(nn.Module):
+    """The network NAS-Bench-201 trained for each cell (C=16, 5 cells per stage)."""
+
+    def __init__(
+        self, genotype: Genotype, channels: int, layers: int, num_classes: int, in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        cell = genotype.cells[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        )
+        blocks: list[nn.Module] = []
+        c_prev = channels
+        for c, reduction in _skeleton(channels, layers):
+            blocks.append(ResNetBlock(c_prev, c) if reduction else InferCell(cell, c))
+            c_prev = c
+        self.cells = nn.Sequential(*blocks)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU())
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lastact(self.cells(self.stem(x)))
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))

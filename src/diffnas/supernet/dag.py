@@ -1,0 +1,92 @@
+"""The search cell as a DAG of mixed edges, shared by every space.
+
+Nodes are numbered inputs first; node j is the sum of the mixed ops on its incoming
+edges (optionally scaled per edge and batch-normalized). Edges are grouped by source node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffnas.supernet.mixed import Active, PartialChannelEdges, SourceOps
+
+
+class SearchDAG(nn.Module):
+    """All mixed edges of one search cell.
+
+    edges: (src, dst) in the order of the rows of this cell's α; stride(src) gives the
+    stride of the edges leaving src (2 for the inputs of a reduction cell).
+    """
+
+    def __init__(
+        self,
+        n_inputs: int,
+        n_nodes: int,
+        edges: list[tuple[int, int]],
+        op_names: list[str],
+        channels: int,
+        stride: Callable[[int], int],
+        make_op: Callable[[str, int, int], nn.Module],
+        partial_channels: int = 1,
+        node_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_inputs = n_inputs
+        self.n_nodes = n_nodes
+        self.edges = list(edges)
+        self.sources = sorted({s for s, _ in edges})
+        self.out_edges: dict[int, list[int]] = {
+            s: [i for i, (src, _) in enumerate(edges) if src == s] for s in self.sources
+        }
+        self.dst_of = [d for _, d in edges]
+        self.max_stride = max(stride(s) for s in self.sources)
+        groups = {}
+        for s in self.sources:
+            k = partial_channels
+            ops = SourceOps(op_names, channels // k, stride(s), len(self.out_edges[s]), make_op)
+            groups[str(s)] = PartialChannelEdges(ops, channels, k) if k > 1 else ops
+        self.groups = nn.ModuleDict(groups)
+        self.node_bn = node_bn
+
+    def forward(
+        self,
+        inputs: list[torch.Tensor],
+        w: torch.Tensor,
+        active: Active | None = None,
+        edge_scale: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        nodes: list[torch.Tensor | None] = [*inputs, *([None] * (self.n_nodes - self.n_inputs))]
+        sums: dict[int, list[torch.Tensor]] = {j: [] for j in range(self.n_inputs, self.n_nodes)}
+        ref = inputs[0]
+        for j in range(self.n_nodes):
+            if j >= self.n_inputs:
+                nodes[j] = self._finish(sums.pop(j), ref, j)
+            if j not in self.out_edges:
+                continue
+            idx = self.out_edges[j]
+            sub_active = None if active is None else [active[i] for i in idx]
+            outs = self.groups[str(j)](nodes[j], w[idx], sub_active)
+            for i, y in zip(idx, outs):
+                if y is None:
+                    continue
+                if edge_scale is not None:
+                    y = y * edge_scale[i]
+                sums[self.dst_of[i]].append(y)
+        return nodes  # type: ignore[return-value]
+
+    def _finish(self, parts: list[torch.Tensor], ref: torch.Tensor, j: int) -> torch.Tensor:
+        if parts:
+            out = parts[0]
+            for p in parts[1:]:
+                out = out + p
+        else:  # every incoming op pruned or `none`
+            b, c, h, w = ref.shape
+            s = self.max_stride
+            out = ref.new_zeros(b, c, (h + s - 1) // s, (w + s - 1) // s)
+        if self.node_bn:
+            out = F.batch_norm(out, None, None, training=True)
+        return out

@@ -1,0 +1,1 @@
+"""Updaters: how the architecture gradient is computed (first order, unrolled second order)."""

@@ -224,3 +224,17 @@ def test_cost_tables_equal_the_discrete_cells_parameters() -> None:
     net = DartsNetwork(Genotype("darts", tuple(cells)), 4, 10, 3, False, 0.0)
     actual = sum(n_params(cell.ops) for cell in net.cells)
     assert expected == actual
+
+
+def test_capture_records_each_computed_op_output() -> None:
+    space = get_space(SpaceConfig(name="nb201", channels=4, layers=1))
+    net = space.build_supernet(SupernetConfig(), 1, 10, 8)
+    spec = net.arch_specs["cell"]
+    dag = net.blocks[0]
+    dag.start_capture()
+    active = {"cell": [[2], [3], [1], [4], [2], [0]]}  # edge 5 computes only `none`
+    net(torch.randn(2, 1, 8, 8), MixWeights({"cell": torch.ones(spec.shape)}, active))
+    captured = dag.stop_capture()
+    assert sorted(captured) == [(0, 2), (1, 3), (2, 1), (3, 4), (4, 2)]
+    assert captured[(0, 2)].shape == (2, 4, 8, 8)
+    assert all(ops.capture is None for ops in dag.source_ops().values())

@@ -127,7 +127,8 @@ class Schedule(Part):
     """Decides, before each weight step, whether to take an architecture step first."""
 
     # fraction of the training set used for weights when data.train_portion is unset
-    train_portion: ClassVar[float] = 0.5
+    # (an instance may set its own, e.g. from its parameters)
+    train_portion: float = 0.5
     needs_grad_energy: ClassVar[bool] = False
 
     @abstractmethod

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,8 +318,9 @@ def load_imagefolder(root: str | None = None, cache_dir: str | None = None) -> D
             cache.unlink(missing_ok=True)  # a corrupt cache is rebuilt, not trusted
     arrays = _decode_tree(path)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}.", suffix=".npz")
+    with os.fdopen(fd, "wb") as fh:  # a unique temp name: concurrent runs may decode at once
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, cache)
     return _folder_dataset(arrays, path)
 

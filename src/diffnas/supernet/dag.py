@@ -78,6 +78,28 @@ class SearchDAG(nn.Module):
                 sums[self.dst_of[i]].append(y)
         return nodes  # type: ignore[return-value]
 
+    def source_ops(self) -> dict[int, SourceOps]:
+        """The SourceOps of each source node (inside a PartialChannelEdges wrapper if any)."""
+        out: dict[int, SourceOps] = {}
+        for s in self.sources:
+            g = self.groups[str(s)]
+            out[s] = g.inner if isinstance(g, PartialChannelEdges) else g  # type: ignore[assignment]
+        return out
+
+    def start_capture(self) -> None:
+        """Record every computed op output of the next forward passes (see SourceOps)."""
+        for ops in self.source_ops().values():
+            ops.capture = {}
+
+    def stop_capture(self) -> dict[tuple[int, int], torch.Tensor]:
+        """The recorded outputs by (α row, op index); recording stops."""
+        out = {}
+        for s, ops in self.source_ops().items():
+            for (local, o), y in (ops.capture or {}).items():
+                out[(self.out_edges[s][local], o)] = y
+            ops.capture = None
+        return out
+
     def _finish(self, parts: list[torch.Tensor], ref: torch.Tensor, j: int) -> torch.Tensor:
         if parts:
             out = parts[0]

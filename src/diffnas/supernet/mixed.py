@@ -44,7 +44,11 @@ class SourceOps(nn.Module):
 
     forward(x, w, active) returns, per edge, Σ_o w[e, o] · op_o(x) over the computed ops
     (None when an edge computes nothing). `none` is never computed: its output is zero.
+    While `capture` is a dict, each computed op's unweighted output is stored in it under
+    (edge, op index), e.g. for channel-importance scores (ACA).
     """
+
+    capture: dict[tuple[int, int], torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -77,7 +81,10 @@ class SourceOps(nn.Module):
             )
             acc: torch.Tensor | None = None
             for o in chosen:
-                y = ops[o](x) * w[e, o]  # type: ignore[index]
+                y = ops[o](x)  # type: ignore[index]
+                if self.capture is not None:
+                    self.capture[(e, o)] = y
+                y = y * w[e, o]
                 acc = y if acc is None else acc + y
             outs.append(acc)
         return outs

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     searcher = Searcher(run_dir.load_config(), None, [])
     searcher.load_state_dict(run_dir.load_checkpoint())
     genotype = searcher.derivation.derive(searcher, final=True)
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(render_genotype(genotype), highlight=False)
     out.print(f"(epoch {searcher.epoch}/{searcher.epochs} of the search)", highlight=False)
     if args.out:

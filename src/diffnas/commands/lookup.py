@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     note = ""
     if any(e.skip_fraction for c in genotype.cells for e in c.edges):
         note = "  (op choice only: ACA skip fractions are not scored by the table)"
-    Console().print(
+    Console(soft_wrap=True).print(
         f"{to_nb201_string(genotype)}  CIFAR-10 test accuracy {acc:.2f} %{note}", highlight=False
     )
     return 0

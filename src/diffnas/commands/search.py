@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import diffnas
     from diffnas.config import dump_config
 
-    out = Console()
+    out = Console(soft_wrap=True)
     progress = False if args.no_progress else None
     if args.resume:
         result = diffnas.resume(args.resume, progress=progress)

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.spaces import zoo
     from diffnas.spaces.render import render_genotype
 
-    out = Console()
+    out = Console(soft_wrap=True)
     if args.name is None:
         for name in zoo.names():
             out.print(f"{name:16s} {zoo.get(name).space:6s} {zoo.describe(name)}", highlight=False)

@@ -368,7 +368,8 @@ def validate(config: Config) -> None:
     """Checks that need the registries: part names and part parameters."""
     from diffnas import registry
 
-    registry.SPACES.get(config.space.name)
+    # building the space checks its own keys (op names, darts `cells` against `layers`)
+    registry.SPACES.get(config.space.name)(config.space)
     registry.DATASETS.get(config.data.dataset)
     s = config.search
     checks: list[tuple[Any, PartSpec, str]] = [

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnas.config import SupernetConfig
+from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.errors import ConfigError, GenotypeError
 from diffnas.registry import SPACES
 from diffnas.spaces.base import Space
@@ -49,6 +49,17 @@ class DartsSpace(Space):
     name = "darts"
     op_table = DARTS_OPS
     default_layers = 8
+
+    def __init__(self, cfg: SpaceConfig | None = None) -> None:
+        super().__init__(cfg)
+        if self.cfg.cells:
+            n = len(parse_pattern(self.cfg.cells))
+            if self.cfg.layers is not None and self.cfg.layers != n:
+                raise ConfigError(
+                    f"space.cells '{self.cfg.cells}' gives the supernet {n} cells but "
+                    f"space.layers is {self.cfg.layers}; drop space.layers (set it to null) or "
+                    f"make the two agree"
+                )
 
     # ------------------------------------------------------------------ search side
     def cell_types(self) -> list[str]:

@@ -65,18 +65,21 @@ class Genotype:
         """The searched cell that an eval-network cell uses.
 
         Eval cells of `cell_type` in `stage` (for reductions: the reduction's index) use the
-        searched cells of that type and stage, else the shared ones (stage None); when a stage
-        has several searched cells, relative `position` in [0, 1) within the stage picks one.
+        searched cells of that type and stage, else the shared ones (stage None), else those
+        of the nearest searched stage (e.g. an eval net with more reductions than the search
+        reuses the last searched reduction cell). When a stage has several searched cells,
+        relative `position` in [0, 1) within the stage picks one.
         """
         own = [c for c in self.cells if c.type == cell_type and c.stage == stage]
         if not own:
             own = [c for c in self.cells if c.type == cell_type and c.stage is None]
         if not own:
-            typed = self.cells_of(cell_type)
-            if not typed:
+            staged = [c.stage for c in self.cells_of(cell_type) if c.stage is not None]
+            if not staged:
                 raise GenotypeError(f"genotype has no {cell_type} cell")
-            # fewer searched stages than eval stages: reuse the last searched one
-            own = [max(typed, key=lambda c: -1 if c.stage is None else c.stage)]
+            # ties go to the later stage (the eval net is deeper than the searched one)
+            nearest = min(staged, key=lambda s: (abs(s - stage), -s))
+            own = [c for c in self.cells if c.type == cell_type and c.stage == nearest]
         index = min(int(position * len(own)), len(own) - 1)
         return own[index]
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnas.config import SupernetConfig
-from diffnas.errors import GenotypeError
+from diffnas.config import SpaceConfig, SupernetConfig
+from diffnas.errors import ConfigError, GenotypeError
 from diffnas.registry import SPACES
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
@@ -63,6 +63,14 @@ class Nb201Space(Space):
     name = "nb201"
     op_table = NB201_OPS
     default_layers = 5  # cells per stage
+
+    def __init__(self, cfg: SpaceConfig | None = None) -> None:
+        super().__init__(cfg)
+        if self.cfg.cells:
+            raise ConfigError(
+                f"space.cells '{self.cfg.cells}' (per-cell α) is a darts-space option; the nb201 "
+                f"space searches one cell shared by every stage: drop space.cells"
+            )
 
     def arch_specs(self) -> dict[str, ArchSpec]:
         return {"cell": ArchSpec("cell", "normal", None, EDGES, tuple(self.ops), 1)}

@@ -62,12 +62,15 @@ class Supernet(nn.Module):
     def edge_stride(self, spec: ArchSpec, src: int, reduction: bool) -> int:
         return 2 if reduction and src < spec.n_inputs else 1
 
-    def cost_tables(self, metric: str = "params") -> dict[str, torch.Tensor]:
+    def cost_tables(
+        self, metric: str = "params", channels: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """Exact cost of each (edge, op) of each α, summed over the cells sharing that α.
 
         metric: 'params' (parameters of the op in a discrete network) or 'macs'
         (multiply-adds at the supernet's input resolution). Expected cost of an architecture
-        = Σ weights * table, differentiable in the weights.
+        = Σ weights * table, differentiable in the weights. `channels`: count every cell
+        at this common width instead of its own (compares op choices across stages).
         """
         if metric not in ("params", "macs"):
             from diffnas.errors import ConfigError
@@ -86,7 +89,8 @@ class Supernet(nn.Module):
                     else ((site.height + 1) // 2, (site.width + 1) // 2)
                 )
                 for o, op in enumerate(spec.ops):
-                    tables[site.key][e, o] += self.op_cost(metric, op, site.channels, stride, h, w)
+                    c = site.channels if channels is None else channels
+                    tables[site.key][e, o] += self.op_cost(metric, op, c, stride, h, w)
         return {k: t.float() for k, t in tables.items()}
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import diffnas
+from diffnas.cli import main
 from diffnas.config import load_config
 from diffnas.errors import ConfigError
 from diffnas.parts import RegContext, Relaxation
@@ -305,6 +306,10 @@ def test_five_cell_search_writes_a_per_cell_genotype_the_network_accepts(tmp_pat
     assert set(record["rdarts_cost"]) == set(record["alpha"]) == {f"cell{i}" for i in range(5)}
     assert json.loads((tmp_path / "run" / "genotype.json").read_text())["cells"][4]["stage"] == 2
     assert RunDir(tmp_path / "run").load_checkpoint()["parts"][3]["lam"] >= 0.0  # λ checkpointed
+
+    # `diffnas derive` re-derives the same 5 cells from the checkpoint
+    assert main(["derive", str(tmp_path / "run"), "--out", str(tmp_path / "d.json")]) == 0
+    assert load_genotype(tmp_path / "d.json").cells == g.cells
 
     space = get_space("darts")
     # an eval net of the search's depth uses searched cell i at position i

@@ -46,8 +46,6 @@ def main(runs: list[str]) -> None:
         reg = cfg.search.regularizers[0].params if cfg.search.regularizers else {}
         print(f"== {run_dir}  rdarts {reg or '(defaults)'}")
         types = {f"cell{i}": t for i, t in enumerate(get_space(cfg.space).cell_types())}
-            k: t for k, t in zip([f"cell{i}" for i in range(9)], get_space(cfg.space).cell_types())
-        }
         for r in run.read_metrics():
             line = [f"epoch {r['epoch'] + 1}: val_acc {r['val_acc']:.2f}"]
             line.append(f"Reg {r['rdarts_reg']:.3g} (d {r['rdarts_d']:.3g}, r {r['rdarts_r']:.3g})")

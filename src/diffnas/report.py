@@ -124,11 +124,16 @@ def _wants_log(values: Sequence[float]) -> bool:
     return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 100
 
 
-def _epoch_axis(ax: Any) -> None:
+def _epoch_axis(ax: Any, epochs: list[int]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_series(series: Series, epochs: list[int]) -> str:
@@ -142,7 +147,7 @@ def plot_series(series: Series, epochs: list[int]) -> str:
     if _wants_log([v for vals in series.lines.values() for v in vals]):
         ax.set_yscale("log")
     ax.set_title(series.title, fontsize=10)
-    _epoch_axis(ax)
+    _epoch_axis(ax, epochs)
     if series.ylabel:
         ax.set_ylabel(series.ylabel)
     ax.grid(alpha=0.3)
@@ -176,7 +181,7 @@ def plot_alpha(
     for o, name in enumerate(names):
         ax.plot(xs, [m[o] for m in means], marker="o" if len(xs) <= 20 else None, ms=3, label=name)
     ax.set_title(f"α '{key}': mean op weight over edges", fontsize=10)
-    _epoch_axis(ax)
+    _epoch_axis(ax, xs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     last = mats[-1]

@@ -6,7 +6,7 @@ from diffnas.cli import main
 
 
 def test_help_on_every_command(capsys) -> None:
-    for cmd in ([], ["search"], ["derive"], ["lookup"], ["zoo"]):
+    for cmd in ([], ["search"], ["derive"], ["lookup"], ["zoo"], ["report"]):
         with pytest.raises(SystemExit) as exc:
             main([*cmd, "--help"])
         assert exc.value.code == 0

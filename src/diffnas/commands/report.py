@@ -31,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.report import write_report
 
     path = write_report(args.run_dir, args.out)
-    Console().print(f"report written to {path}", highlight=False)
+    Console(soft_wrap=True).print(f"report written to {path}", highlight=False)
     return 0

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/]; a run continues from its last checkpoint with "
-            "`diffnas search --resume RUN_DIR`"
+            "`diffnas search --resume RUN_DIR` (training runs: `diffnas train --resume RUN_DIR`)"
         )
         return 130
 

@@ -104,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
         )
     out.print(table)
     for r in results:
-        out.print(
-            f"{r.description}; auxiliary head {r.aux_params / 1e6:.3f} M params (excluded)",
-            highlight=False,
+        aux = (
+            f"auxiliary head {r.aux_params / 1e6:.3f} M params (excluded)"
+            if r.aux_params
+            else "no auxiliary head"
         )
+        out.print(f"{r.description}; {aux}", highlight=False)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump([r.to_json() for r in results], fh, indent=2)

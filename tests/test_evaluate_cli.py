@@ -50,7 +50,7 @@ def test_profile_imagenet_mobile_setting(capsys) -> None:
     "argv,message",
     [
         (["train", "--no-progress"], "no genotype to train"),
-        (["train", "DARTS_V3"], "did you mean 'DARTS_V2'"),
+        (["train", "DARTS_V3"], "is not a genotype file, run directory, zoo name"),
         (["train", "DARTS_V2", "--set", "train.epoch=3"], "did you mean 'epochs'"),
         (["profile", "NB201_OPTIMUM", "--imagenet"], "no 'imagenet' network"),
         (["profile", "DARTS_V2", "--batch-sizes", "1,x"], "--batch-sizes must be integers"),

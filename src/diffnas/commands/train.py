@@ -92,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
     out = Console(soft_wrap=True)
     progress = False if args.no_progress else None
     if args.resume:
-        if args.genotype:
+        extra = flag_overrides(args, TRAIN_FLAGS) + args.overrides + args.config
+        if args.genotype or extra:
             raise ConfigError(
-                "--resume continues a run with its own genotype and config; drop the GENOTYPE "
-                "argument"
+                "--resume continues a run with its own genotype and config; drop "
+                f"{'the GENOTYPE argument' if args.genotype else ' '.join(extra)}"
             )
         result = resume_training(args.resume, progress=progress)
     else:

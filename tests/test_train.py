@@ -129,7 +129,7 @@ def test_auxiliary_loss_trains_the_head() -> None:
 
 
 def test_resume_after_kill_at_epoch_end_gives_identical_weights(tmp_path) -> None:
-    overrides = tiny_train(epochs=3)
+    overrides = tiny_train(epochs=3, **{"data.subset": 0.1})
     train("DARTS_V2", overrides=overrides, out=tmp_path / "a")
     # killed after epoch 1: drop-path (0 in epoch 0) has drawn random masks by then
     with pytest.raises(KeyboardInterrupt):
@@ -147,14 +147,14 @@ def test_resume_after_kill_at_epoch_end_gives_identical_weights(tmp_path) -> Non
 
 
 def test_resume_after_kill_mid_epoch_gives_identical_weights(tmp_path) -> None:
-    overrides = tiny_train(epochs=2, **{"checkpoint.every_steps": 3})
+    overrides = tiny_train(epochs=2, **{"data.subset": 0.1, "checkpoint.every_steps": 2})
     train("DARTS_V2", overrides=overrides, out=tmp_path / "a")
-    # 9 steps per epoch; killed after step 14 (epoch 1, where drop-path is on), last
-    # checkpoint at global step 12 = epoch 1, step 3
+    # 4 steps per epoch; killed after step 7 (epoch 1, where drop-path is on), last
+    # checkpoint at global step 6 = epoch 1, step 2
     with pytest.raises(KeyboardInterrupt):
-        train("DARTS_V2", overrides=overrides, out=tmp_path / "b", callbacks=[Kill(after_step=14)])
+        train("DARTS_V2", overrides=overrides, out=tmp_path / "b", callbacks=[Kill(after_step=7)])
     state = RunDir(tmp_path / "b").load_checkpoint()
-    assert (state["epoch"], state["step"]) == (1, 3)
+    assert (state["epoch"], state["step"]) == (1, 2)
     diffnas.resume_training(tmp_path / "b")
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     for key in a:

@@ -6,6 +6,7 @@ of its dataset (or after export) sees exactly the inputs its weights were traine
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,9 @@ def pytorch_predict(model: nn.Module) -> Predict:
 
 
 def torchscript_predict(path: str | Path, device: torch.device | str = "cpu") -> Predict:
-    module = torch.jit.load(str(path), map_location=device)
+    with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13 but works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location=device)
     module.eval()
     return lambda x: module(x)
 

@@ -9,7 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import yaml
 
@@ -77,7 +77,13 @@ class RunDir:
             raise CheckpointError(f"'{path}' is not a diffnas run directory (no {cls.CONFIG})")
         return run
 
-    def load_config(self, cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    @overload
+    def load_config(self) -> Config: ...
+
+    @overload
+    def load_config(self, cls: type[T]) -> T: ...
+
+    def load_config(self, cls: Any = Config) -> Any:
         """The run's resolved config (a search Config, or `cls`, e.g. a TrainConfig)."""
         return load_config([str(self.config_path)], cls=cls)
 

@@ -448,7 +448,7 @@ def resume(
             f"'{run_dir}' is a training run, not a search; continue it with "
             f"`diffnas train --resume {run_dir}`"
         )
-    cfg: Config = run.load_config()
+    cfg = run.load_config()
     state = run.load_checkpoint()
     cbs = default_callbacks(cfg, progress) + list(callbacks or [])
     searcher = Searcher(cfg, run, cbs, dataset)

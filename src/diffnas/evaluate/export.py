@@ -322,7 +322,8 @@ def export_spec(
         "classes": info.get("classes") or spec.num_classes,
         "genotype": spec.genotype.to_json(),
         "network": {"name": spec.network, "channels": spec.channels, "layers": spec.layers},
-        "files": [asdict(r) | {"ok": r.ok} for r in results],
+        # file names relative to export.json, so the directory can move
+        "files": [asdict(r) | {"path": Path(r.path).name, "ok": r.ok} for r in results],
     }
     atomic_write_json(Path(out_dir) / "export.json", meta)
     bad = [r for r in results if not r.ok]

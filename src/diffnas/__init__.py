@@ -3,10 +3,12 @@
 import diffnas
 result = diffnas.search("darts", overrides=["search.epochs=5"])
 print(result.genotype)
+trained = diffnas.train(result.genotype, overrides=["train.epochs=5"])
 """
 
 from diffnas.config import Config, load_config
 from diffnas.errors import DiffnasError
+from diffnas.evaluate import TrainConfig, TrainResult, resume_training, train
 from diffnas.search import Searcher, SearchResult, resume, search
 from diffnas.spaces import Genotype, get_space, load_genotype
 
@@ -18,9 +20,13 @@ __all__ = [
     "Genotype",
     "SearchResult",
     "Searcher",
+    "TrainConfig",
+    "TrainResult",
     "get_space",
     "load_config",
     "load_genotype",
     "resume",
+    "resume_training",
     "search",
+    "train",
 ]

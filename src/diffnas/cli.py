@@ -30,6 +30,8 @@ examples:
   diffnas search --resume runs/darts-nb201-cifar10-20260101-120000
   diffnas lookup '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'
   diffnas zoo
+  diffnas train DARTS_V2 --dataset cifar10 --data-root DIR
+  diffnas profile DARTS_V2 --imagenet
 """
 
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/]; a run continues from its last checkpoint with "
-            "`diffnas search --resume RUN_DIR`"
+            "`diffnas search --resume RUN_DIR` (training runs: `diffnas train --resume RUN_DIR`)"
         )
         return 130
 

@@ -37,6 +37,11 @@ class NumericalError(DiffnasError):
     """The loss became NaN or infinite."""
 
 
+class ExportError(DiffnasError):
+    """A network cannot be exported (an op has no TorchScript/ONNX translation), or the
+    exported model disagrees with PyTorch."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

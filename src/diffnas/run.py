@@ -9,11 +9,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
+
+import yaml
 
 from diffnas.config import Config, dump_config, load_config
 from diffnas.errors import CheckpointError
 from diffnas.utils import atomic_torch_save, atomic_write_text, load_checkpoint
+
+T = TypeVar("T")
 
 
 class RunDir:
@@ -49,7 +53,10 @@ class RunDir:
         return Path(root) / f"{config.method}-{config.space.name}-{config.data.dataset}-{stamp}"
 
     @classmethod
-    def create(cls, config: Config, path: str | Path | None = None) -> RunDir:
+    def create(cls, config: Any, path: str | Path | None = None) -> RunDir:
+        """A new run directory holding `config` (a search Config or any config dataclass)."""
+        if path is None and not isinstance(config, Config):
+            raise TypeError("RunDir.create needs a path for configs other than a search Config")
         target = Path(path) if path is not None else cls.default_path(config)
         run = cls(target)
         if run.checkpoint_path.exists() or run.metrics_path.exists():
@@ -70,8 +77,24 @@ class RunDir:
             raise CheckpointError(f"'{path}' is not a diffnas run directory (no {cls.CONFIG})")
         return run
 
-    def load_config(self) -> Config:
-        return load_config([str(self.config_path)])
+    @overload
+    def load_config(self) -> Config: ...
+
+    @overload
+    def load_config(self, cls: type[T]) -> T: ...
+
+    def load_config(self, cls: Any = Config) -> Any:
+        """The run's resolved config (a search Config, or `cls`, e.g. a TrainConfig)."""
+        return load_config([str(self.config_path)], cls=cls)
+
+    @property
+    def kind(self) -> str:
+        """'train' for a training run (its config has model and train sections), else 'search'."""
+        try:
+            data = yaml.safe_load(self.config_path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return "search"
+        return "train" if isinstance(data, dict) and {"model", "train"} <= set(data) else "search"
 
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, record: dict[str, Any]) -> None:

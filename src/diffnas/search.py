@@ -29,7 +29,14 @@ from diffnas.spaces import get_space
 from diffnas.spaces.genotype import Genotype
 from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import MixWeights
-from diffnas.utils import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from diffnas.utils import (
+    cosine_lr,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 CHECKPOINT_VERSION = 1
@@ -238,9 +245,7 @@ class Searcher:
     def lr_at(self, epoch: int) -> float:
         """Cosine from w_lr to w_lr_min over the epochs (DARTS: set once per epoch)."""
         s = self.config.search
-        return s.w_lr_min + 0.5 * (s.w_lr - s.w_lr_min) * (
-            1 + math.cos(math.pi * epoch / self.epochs)
-        )
+        return cosine_lr(s.w_lr, s.w_lr_min, epoch, self.epochs)
 
     # ------------------------------------------------------------------ the loop
     def run_search(self) -> SearchResult:
@@ -438,6 +443,11 @@ def resume(
 ) -> SearchResult:
     """Continue a run from its checkpoint; ends exactly where an uninterrupted run would."""
     run = RunDir.open(run_dir)
+    if run.kind == "train":
+        raise CheckpointError(
+            f"'{run_dir}' is a training run, not a search; continue it with "
+            f"`diffnas train --resume {run_dir}`"
+        )
     cfg = run.load_config()
     state = run.load_checkpoint()
     cbs = default_callbacks(cfg, progress) + list(callbacks or [])

@@ -6,6 +6,7 @@ Kept free of model code so that every module can import it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import tempfile
@@ -50,6 +51,11 @@ def derived_seed(*parts: int) -> int:
         h ^= (p + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
         h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     return h >> 1
+
+
+def cosine_lr(base: float, minimum: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing from `base` at epoch 0 towards `minimum`, set once per epoch (DARTS)."""
+    return minimum + 0.5 * (base - minimum) * (1 + math.cos(math.pi * epoch / epochs))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -1,33 +1,59 @@
 """Callback hooks (no-op defaults) and the standard callbacks: metrics log and checkpoints.
 
-Callbacks keep logging, checkpointing and lookups out of the search loop; each may carry
-state that goes into the checkpoint.
+Callbacks keep logging, checkpointing and lookups out of the loops; each may carry state
+that goes into the checkpoint. The standard ones serve searches and training runs alike.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.run import RunDir
+    from diffnas.search import Meters
+    from diffnas.spaces.genotype import Genotype
 
 
-class Callback:
+class Loop(Protocol):
+    """What the standard callbacks use of a loop: a `Searcher` or an evaluate `Trainer`."""
+
+    run: RunDir | None
+    epoch: int  # the epoch in progress (or the next one, between epochs)
+    epochs: int
+    global_step: int
+    meters: Meters
+    current_genotype: Genotype
+
+    @property
+    def total_steps(self) -> int: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+L = TypeVar("L")
+
+
+class Callback(Generic[L]):
+    """Hooks of a run (search or training); `L` is the loop type a callback needs.
+
+    `on_search_start` / `on_search_end` bracket any run, training runs included.
+    """
+
     name = "callback"
 
-    def on_search_start(self, s: Searcher) -> None: ...
+    def on_search_start(self, s: L) -> None: ...
 
-    def on_epoch_start(self, s: Searcher) -> None: ...
+    def on_epoch_start(self, s: L) -> None: ...
 
-    def on_step_end(self, s: Searcher) -> None: ...
+    def on_step_end(self, s: L) -> None: ...
 
-    def collect(self, s: Searcher, metrics: dict[str, Any]) -> None:
+    def collect(self, s: L, metrics: dict[str, Any]) -> None:
         """Add values to the epoch's metrics before they are written."""
 
-    def on_epoch_end(self, s: Searcher, metrics: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, s: L, metrics: dict[str, Any]) -> None: ...
 
-    def on_search_end(self, s: Searcher) -> None: ...
+    def on_search_end(self, s: L) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -35,19 +61,19 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class MetricsLogger(Callback):
+class MetricsLogger(Callback[Loop]):
     """Appends each epoch's metrics to metrics.jsonl and rewrites genotype.json."""
 
     name = "metrics"
 
-    def on_epoch_end(self, s: Searcher, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, s: Loop, metrics: dict[str, Any]) -> None:
         if s.run is None:
             return
         s.run.append_metrics(metrics)
         s.current_genotype.save(s.run.genotype_path)
 
 
-class Checkpointer(Callback):
+class Checkpointer(Callback[Loop]):
     """Writes checkpoint.pt atomically at every epoch's end and every `every_s` seconds."""
 
     name = "checkpoint"
@@ -57,10 +83,10 @@ class Checkpointer(Callback):
         self.every_steps = every_steps
         self._last = time.monotonic()
 
-    def on_search_start(self, s: Searcher) -> None:
+    def on_search_start(self, s: Loop) -> None:
         self._last = time.monotonic()
 
-    def on_step_end(self, s: Searcher) -> None:
+    def on_step_end(self, s: Loop) -> None:
         if s.run is None:
             return
         due_steps = self.every_steps and s.global_step % self.every_steps == 0
@@ -68,11 +94,11 @@ class Checkpointer(Callback):
         if due_steps or due_time:
             self.save(s)
 
-    def on_epoch_end(self, s: Searcher, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, s: Loop, metrics: dict[str, Any]) -> None:
         if s.run is not None:
             self.save(s)
 
-    def save(self, s: Searcher) -> None:
+    def save(self, s: Loop) -> None:
         assert s.run is not None
         s.run.save_checkpoint(s.state_dict())
         self._last = time.monotonic()

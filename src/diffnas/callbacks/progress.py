@@ -1,4 +1,4 @@
-"""A Rich progress bar over the search's steps with loss, accuracy and ETA."""
+"""A Rich progress bar over a run's steps (search or training) with loss, accuracy and ETA."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from rich.progress import (
 from diffnas.callbacks.base import Callback
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.callbacks.base import Loop
 
 
-class ProgressBar(Callback):
+class ProgressBar(Callback["Loop"]):
     name = "progress"
 
     def __init__(self, console: Console | None = None, refresh_steps: int = 5) -> None:
@@ -29,7 +29,7 @@ class ProgressBar(Callback):
         self.progress: Progress | None = None
         self.task: Any = None
 
-    def on_search_start(self, s: Searcher) -> None:
+    def on_search_start(self, s: Loop) -> None:
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -51,7 +51,7 @@ class ProgressBar(Callback):
             stats="",
         )
 
-    def on_step_end(self, s: Searcher) -> None:
+    def on_step_end(self, s: Loop) -> None:
         if self.progress is None or s.global_step % self.refresh_steps:
             return
         m = s.meters.summary()
@@ -62,20 +62,21 @@ class ProgressBar(Callback):
             self.task, completed=s.global_step, epoch=f"{s.epoch + 1}/{s.epochs}", stats=stats
         )
 
-    def on_epoch_end(self, s: Searcher, metrics: dict[str, Any]) -> None:
+    def on_epoch_end(self, s: Loop, metrics: dict[str, Any]) -> None:
         if self.progress is None:
             return
         self.progress.update(self.task, completed=s.global_step)
-        line = (
-            f"epoch {metrics['epoch'] + 1}/{s.epochs}  train {metrics['train_acc']:.1f}%  "
-            f"val {metrics['val_acc'] if metrics['val_acc'] is None else round(metrics['val_acc'], 1)}%"
-        )
+        line = f"epoch {metrics['epoch'] + 1}/{s.epochs}  train {metrics['train_acc']:.1f}%"
+        for key, label in (("val_acc", "val"), ("test_acc", "test")):
+            if key in metrics:
+                value = metrics[key]
+                line += f"  {label} {'-' if value is None else f'{value:.1f}%'}"
         if "lookup_acc" in metrics:
             line += f"  NB201 lookup {metrics['lookup_acc']:.2f}%"
         line += f"  {metrics['time_s']:.0f}s"
         self.progress.console.print(line)
 
-    def on_search_end(self, s: Searcher) -> None:
+    def on_search_end(self, s: Loop) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

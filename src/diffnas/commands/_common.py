@@ -1,27 +1,18 @@
-"""Shared CLI plumbing: config options, override flags, genotype printing."""
+"""Shared CLI plumbing: config options, override flags, model-size options, genotype printing."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from diffnas.config import Config, load_config
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (later options override earlier ones)")
-    g.add_argument(
-        "--config",
-        "-c",
-        action="append",
-        default=[],
-        metavar="FILE|PRESET",
-        help="YAML config file or preset name (e.g. darts, configs/rdarts.yaml); "
-        "repeat to layer a protocol on a method. Default: the darts preset.",
-    )
-    g.add_argument("--space", help="search space: darts or nb201 (space.name)")
+def add_run_args(g: argparse._ArgumentGroup, epochs_key: str = "search.epochs") -> None:
+    """Options every run command has (search, train): data, epochs, seed, device, --set."""
     g.add_argument("--dataset", help="digits (built in), cifar10, cifar100, imagefolder, synthetic")
     g.add_argument("--data-root", help="dataset location (data.root)")
-    g.add_argument("--epochs", type=int, help="search epochs (search.epochs)")
+    g.add_argument("--epochs", type=int, help=f"epochs ({epochs_key})")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to run (default auto)")
     g.add_argument("--threads", type=int, help="CPU threads for PyTorch")
@@ -36,19 +27,79 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    sources = args.config or ["darts"]
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration (later options override earlier ones)")
+    g.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        default=[],
+        metavar="FILE|PRESET",
+        help="YAML config file or preset name (e.g. darts, configs/rdarts.yaml); "
+        "repeat to layer a protocol on a method. Default: the darts preset.",
+    )
+    g.add_argument("--space", help="search space: darts or nb201 (space.name)")
+    add_run_args(g)
+
+
+def flag_overrides(args: argparse.Namespace, mapping: tuple[tuple[str, str], ...]) -> list[str]:
+    """`key=value` overrides for the flags of `mapping` (flag attribute, config key) given."""
     overrides = []
-    for flag, key in (
-        ("space", "space.name"),
-        ("dataset", "data.dataset"),
-        ("data_root", "data.root"),
-        ("epochs", "search.epochs"),
-        ("seed", "seed"),
-        ("device", "device"),
-        ("threads", "threads"),
-    ):
+    for flag, key in mapping:
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return load_config(sources, overrides + list(args.overrides))
+    return overrides
+
+
+RUN_FLAGS = (
+    ("dataset", "data.dataset"),
+    ("data_root", "data.root"),
+    ("seed", "seed"),
+    ("device", "device"),
+    ("threads", "threads"),
+)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    sources = args.config or ["darts"]
+    mapping = (("space", "space.name"), *RUN_FLAGS, ("epochs", "search.epochs"))
+    return load_config(sources, flag_overrides(args, mapping) + list(args.overrides))
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Network options for a genotype or zoo name (a trained run fixes its own network)."""
+    g = p.add_argument_group(
+        "network (for a genotype or zoo name; defaults: darts CIFAR 20 cells C=36 32x32, "
+        "10 classes; nb201 C=16, 5 cells per stage)"
+    )
+    g.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="the DARTS ImageNet mobile setting: stride-8 stem, 14 cells, C=48, 224x224 "
+        "input, 1000 classes (= --network imagenet)",
+    )
+    g.add_argument("--network", choices=["cifar", "imagenet"], help="skeleton around the cells")
+    g.add_argument("--channels", type=int, help="initial channels C")
+    g.add_argument("--layers", type=int, help="darts: cells; nb201: cells per stage")
+    g.add_argument("--input-size", type=int, help="input side length in pixels")
+    g.add_argument("--num-classes", type=int, help="classifier outputs")
+    g.add_argument("--in-channels", type=int, help="input image channels (default 3)")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from diffnas.errors import ConfigError
+
+    network = args.network
+    if args.imagenet:
+        if network not in (None, "imagenet"):
+            raise ConfigError(f"--imagenet contradicts --network {network}")
+        network = "imagenet"
+    return {
+        "network": network,
+        "channels": args.channels,
+        "layers": args.layers,
+        "input_size": args.input_size,
+        "num_classes": args.num_classes,
+        "in_channels": args.in_channels,
+    }

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from diffnas.config import SpaceConfig, SupernetConfig
-from diffnas.errors import GenotypeError
+from diffnas.errors import ConfigError, GenotypeError, did_you_mean
 from diffnas.registry import SPACES
 from diffnas.spaces.genotype import Genotype
 from diffnas.spaces.ops import OpTable
@@ -69,8 +69,20 @@ class Space(ABC):
         layers: int | None = None,
         auxiliary: bool = False,
         drop_path: float = 0.0,
+        network: str = "cifar",
     ) -> nn.Module:
-        """The discrete network of a genotype (what gets retrained and exported)."""
+        """The discrete network of a genotype (what gets retrained and exported).
+
+        `network` names the skeleton around the cells: "cifar" (every space), "imagenet"
+        (darts: the DARTS ImageNet mobile network with its stride-8 stem).
+        """
+
+    def check_network(self, network: str, known: tuple[str, ...] = ("cifar",)) -> None:
+        if network not in known:
+            raise ConfigError(
+                f"the {self.name} space has no '{network}' network{did_you_mean(network, known)}; "
+                f"its networks: {', '.join(known)}"
+            )
 
     def check_space(self, genotype: Genotype) -> None:
         if genotype.space != self.name:

@@ -164,8 +164,22 @@ class DartsSpace(Space):
         layers: int | None = None,
         auxiliary: bool = False,
         drop_path: float = 0.0,
+        network: str = "cifar",
     ) -> nn.Module:
         self.validate(genotype)
+        self.check_network(network, ("cifar", "imagenet"))
+        if network == "imagenet":
+            from diffnas.spaces.darts_imagenet import DartsImageNetNetwork
+
+            return DartsImageNetNetwork(
+                genotype,
+                channels or 48,
+                num_classes,
+                layers or 14,
+                auxiliary,
+                drop_path,
+                in_channels,
+            )
         return DartsNetwork(
             genotype, channels or 36, num_classes, layers or 20, auxiliary, drop_path, in_channels
         )
@@ -301,6 +315,7 @@ class Cell(nn.Module):
             self.preprocess0 = ReLUConvBN(c_pp, c, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
         self.edges = [(e.src, e.dst) for e in genotype.edges]
+        self.edge_specs = list(genotype.edges)  # aligned with self.ops (profile cross-checks)
         self.ops = nn.ModuleList(
             make_edge_op(e, c, 2 if reduction and e.src < 2 else 1) for e in genotype.edges
         )
@@ -344,6 +359,34 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def network_cells(genotype: Genotype, layers: int) -> list[tuple[CellGenotype, bool]]:
+    """(searched cell, is_reduction) for each of the `layers` cells of a discrete network.
+
+    Reductions sit at 1/3 and 2/3 of depth; per-stage searched cells are mapped to the
+    normal cells of their stage by relative position (`Genotype.cell_for`).
+    """
+    reds = reduction_layers(layers)
+    stage_sizes: list[int] = [0]  # normal cells per stage
+    for i in range(layers):
+        if i in reds:
+            stage_sizes.append(0)
+        else:
+            stage_sizes[-1] += 1
+    out = []
+    stage, index_in_stage, reduction_index = 0, 0, 0
+    for i in range(layers):
+        if i in reds:
+            out.append((genotype.cell_for("reduce", reduction_index), True))
+            reduction_index += 1
+            stage += 1
+            index_in_stage = 0
+        else:
+            pos = index_in_stage / max(stage_sizes[stage], 1)
+            out.append((genotype.cell_for("normal", stage, pos), False))
+            index_in_stage += 1
+    return out
+
+
 class DartsNetwork(nn.Module):
     """The DARTS CIFAR network; per-cell genotypes map searched cells to depth by stage."""
 
@@ -365,32 +408,13 @@ class DartsNetwork(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr)
         )
-        reds = reduction_layers(layers)
-        # normal cells per stage, to map per-stage searched cells by relative position
-        stage_sizes: list[int] = [0]
-        for i in range(layers):
-            if i in reds:
-                stage_sizes.append(0)
-            else:
-                stage_sizes[-1] += 1
         c_pp, c_p, c_curr = c_curr, c_curr, channels
         self.cells = nn.ModuleList()
         reduction_prev = False
-        stage, index_in_stage, reduction_index = 0, 0, 0
         c_aux = 0
-        for i in range(layers):
-            if i in reds:
+        for i, (cell_g, reduction) in enumerate(network_cells(genotype, layers)):
+            if reduction:
                 c_curr *= 2
-                cell_g = genotype.cell_for("reduce", reduction_index)
-                reduction_index += 1
-                stage += 1
-                index_in_stage = 0
-                reduction = True
-            else:
-                pos = index_in_stage / max(stage_sizes[stage], 1)
-                cell_g = genotype.cell_for("normal", stage, pos)
-                index_in_stage += 1
-                reduction = False
             cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction

@@ -127,8 +127,10 @@ class Nb201Space(Space):
         layers: int | None = None,
         auxiliary: bool = False,
         drop_path: float = 0.0,
+        network: str = "cifar",
     ) -> nn.Module:
         self.validate(genotype)
+        self.check_network(network)
         return Nb201Network(genotype, channels or 16, layers or 5, num_classes, in_channels)
 
 
@@ -227,6 +229,7 @@ class InferCell(nn.Module):
         super().__init__()
         kept = [e for e in cell.edges if e.op != "none"]
         self.edges = [(e.src, e.dst) for e in kept]
+        self.edge_specs = kept  # aligned with self.ops (profile cross-checks)
         self.ops = nn.ModuleList(NB201_OPS[e.op].build(channels, 1, True, False) for e in kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

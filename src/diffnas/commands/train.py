@@ -1,0 +1,115 @@
+"""`diffnas train`: train (or resume training) a genotype's discrete network."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from diffnas.commands._common import RUN_FLAGS, add_run_args, flag_overrides
+
+HELP = """\
+Train the discrete network of a genotype with the DARTS evaluation recipe: auxiliary head
+(loss weight 0.4), drop-path 0.2 rising linearly over the epochs, cutout 16, cosine
+learning rate, SGD lr 0.025 momentum 0.9 weight decay 3e-4, gradient clipping 5, batch 96,
+600 epochs, 20 cells with C=36 (CIFAR). The preset follows --dataset (configs/train/
+cifar10, cifar100, digits; other datasets get the CIFAR-10 recipe); every key can be
+changed with --set. Writes a run directory: config.yaml, metrics.jsonl (per epoch: train
+loss/accuracy, test loss/accuracy, lr, drop-path), genotype.json, checkpoint.pt; a killed
+run continues with --resume RUN_DIR. Then: diffnas eval / export / profile RUN_DIR.
+"""
+
+EPILOG = """\
+examples:
+  diffnas train DARTS_V2                                # digits preset, a few minutes
+  diffnas train DARTS_V2 --dataset cifar10 --data-root DATA
+  diffnas train runs/darts-darts-cifar10-20260101-120000 --dataset cifar10 --data-root DATA
+  diffnas train genotype.json --dataset cifar10 --data-root DATA --layers 8 --channels 16 \\
+      --epochs 2 --set data.subset=0.1 --threads 1
+  diffnas train --resume runs/train-DARTS_V2-cifar10-20260101-120000
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a genotype's network (DARTS evaluation recipe)",
+        description=HELP,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "genotype",
+        nargs="?",
+        metavar="GENOTYPE|ZOO_NAME|RUN_DIR",
+        help="genotype JSON file, zoo name (diffnas zoo), search run directory or NB201 string",
+    )
+    g = p.add_argument_group("configuration (later options override earlier ones)")
+    g.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        default=[],
+        metavar="FILE|PRESET",
+        help="YAML config file or preset (train/cifar10, train/cifar100, train/digits); "
+        "default: the preset of --dataset",
+    )
+    add_run_args(g, "train.epochs")
+    g.add_argument("--channels", type=int, help="initial channels C (model.channels)")
+    g.add_argument("--layers", type=int, help="darts: cells; nb201: cells per stage (model.layers)")
+    g.add_argument("--batch-size", type=int, help="data.batch_size")
+    g.add_argument(
+        "--network",
+        choices=["cifar", "imagenet"],
+        help="model.network: imagenet = DARTS' mobile network (stride-8 stem, for 224x224 "
+        "images, e.g. --dataset imagefolder --set data.resolution=224)",
+    )
+    p.add_argument("--out", "-o", help="run directory (default runs/train-<name>-<dataset>-<time>)")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a training run from its checkpoint"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+TRAIN_FLAGS = (
+    *RUN_FLAGS,
+    ("epochs", "train.epochs"),
+    ("channels", "model.channels"),
+    ("layers", "model.layers"),
+    ("batch_size", "data.batch_size"),
+    ("network", "model.network"),
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffnas.config import dump_config
+    from diffnas.errors import ConfigError
+    from diffnas.evaluate.config import load_train_config, train_preset
+    from diffnas.evaluate.train import resume_training, train
+
+    out = Console(soft_wrap=True)
+    progress = False if args.no_progress else None
+    if args.resume:
+        extra = flag_overrides(args, TRAIN_FLAGS) + args.overrides + args.config
+        if args.genotype or extra:
+            raise ConfigError(
+                "--resume continues a run with its own genotype and config; drop "
+                f"{'the GENOTYPE argument' if args.genotype else ' '.join(extra)}"
+            )
+        result = resume_training(args.resume, progress=progress)
+    else:
+        sources = args.config or [train_preset(args.dataset)]
+        config = load_train_config(sources, flag_overrides(args, TRAIN_FLAGS) + args.overrides)
+        if args.print_config:
+            out.print(dump_config(config), end="", highlight=False)
+            return 0
+        if args.genotype is None and config.genotype is None:
+            raise ConfigError(
+                "no genotype to train: give a genotype file, zoo name (e.g. DARTS_V2; see "
+                "`diffnas zoo`) or search run directory"
+            )
+        result = train(args.genotype, config, out=args.out, progress=progress)
+    out.print(str(result), highlight=False)
+    return 0

@@ -1,0 +1,416 @@
+"""Training a genotype's discrete network with the DARTS evaluation recipe, resumably.
+
+Auxiliary head (weight 0.4), drop-path rising linearly from 0, cutout, cosine learning rate,
+SGD with gradient clipping; a run directory like a search's (config.yaml, metrics.jsonl,
+genotype.json, atomic checkpoint.pt with every RNG state and the data position).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
+from diffnas.config import from_dict, merge, parse_override, to_dict
+from diffnas.data import BatchStream, Dataset
+from diffnas.data.loader import augment_for, prepare_dataset
+from diffnas.errors import CheckpointError, ConfigError, NumericalError
+from diffnas.evaluate.accuracy import EvalResult, eval_stream, evaluate, pytorch_predict
+from diffnas.evaluate.config import TrainConfig, load_train_config, validate_train
+from diffnas.evaluate.network import build_model, has_auxiliary, set_drop_path
+from diffnas.run import RunDir
+from diffnas.search import Meters
+from diffnas.spaces import Genotype, load_genotype, space_for
+from diffnas.utils import (
+    cosine_lr,
+    derived_seed,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    genotype: Genotype
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+    test_acc: float | None
+    config: TrainConfig = field(repr=False)
+
+    def __str__(self) -> str:
+        last = self.history[-1] if self.history else {}
+        acc = "-" if self.test_acc is None else f"{self.test_acc:.2f} %"
+        lines = [
+            f"trained {self.genotype.name or self.genotype.space + ' genotype'} for "
+            f"{len(self.history)} epoch(s): train {last.get('train_acc', math.nan):.2f} %, "
+            f"test {acc}"
+        ]
+        if self.run_dir is not None:
+            lines.append(f"run directory: {self.run_dir}")
+        return "\n".join(lines)
+
+
+class Trainer:
+    """Data, network, optimizer and loop state of one training run."""
+
+    kind = "train"
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        genotype: Genotype,
+        run: RunDir | None = None,
+        callbacks: list[Callback] | None = None,
+        dataset: Dataset | None = None,
+    ) -> None:
+        validate_train(config)
+        self.config = config
+        self.run = run
+        set_threads(config.threads)
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.space = space_for(genotype)
+        self.genotype = self.current_genotype = genotype
+        ds = dataset or prepare_dataset(config.data)
+        self.dataset = ds
+        d = config.data
+        n = len(ds.train)
+        perm = torch.randperm(
+            n, generator=torch.Generator().manual_seed(derived_seed(config.seed, 99))
+        )
+        idx = perm[: max(1, int(round(d.subset * n)))].sort().values
+        self.mean, self.std = ds.mean_std()
+        self.train_stream = BatchStream(
+            ds.train,
+            idx,
+            d.batch_size,
+            self.mean,
+            self.std,
+            augment_for(d, ds),
+            d.augment.cutout,
+            derived_seed(config.seed, 1),
+            device=self.device,
+        )
+        self.test_stream = eval_stream(ds, self.mean, self.std, d.batch_size, self.device)
+        m = config.model
+        self.model = build_model(
+            genotype,
+            num_classes=ds.num_classes,
+            in_channels=ds.in_channels,
+            network=m.network,
+            channels=m.channels,
+            layers=m.layers,
+            auxiliary=m.auxiliary_weight > 0,
+            drop_path=m.drop_path,
+        ).to(self.device)
+        # nb201 networks have neither: the recipe's head and drop-path then do nothing
+        self.has_auxiliary = has_auxiliary(self.model)
+        self.has_drop_path = hasattr(self.model, "drop_path_prob")
+        t = config.train
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
+        self.epochs = t.epochs
+        self.epoch = 0  # the epoch in progress (or the next one, between epochs)
+        self.step = 0  # steps done in the current epoch
+        self.global_step = 0
+        self.elapsed_s = 0.0
+        self.meters = Meters()
+        self.history: list[dict[str, Any]] = []
+        self.callbacks: list[Callback] = list(callbacks or [])
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_stream)
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def lr_at(self, epoch: int) -> float:
+        t = self.config.train
+        return cosine_lr(t.lr, t.lr_min, epoch, self.epochs)
+
+    def drop_path_at(self, epoch: int) -> float:
+        """DARTS: drop_path * epoch / epochs, i.e. 0 in the first epoch."""
+        return self.config.model.drop_path * epoch / self.epochs
+
+    def data_info(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {
+            "label": ds.label,
+            "dataset": ds.name,
+            "num_classes": ds.num_classes,
+            "in_channels": ds.in_channels,
+            "input_size": ds.input_size,
+            "classes": list(ds.classes),
+            "mean": [float(v) for v in self.mean.flatten()],
+            "std": [float(v) for v in self.std.flatten()],
+        }
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch: Batch) -> None:
+        x, y = batch
+        t = self.config.train
+        out = self.model(x)
+        logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+        if aux is not None:
+            aux_loss = F.cross_entropy(aux, y, label_smoothing=t.label_smoothing)
+            loss = loss + self.config.model.auxiliary_weight * aux_loss
+        if not bool(torch.isfinite(loss)):
+            where = f" The last checkpoint in '{self.run.path}' is intact." if self.run else ""
+            raise NumericalError(
+                f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step "
+                f"{self.step + 1} (lr {self.lr:.3g}).{where} Lower train.lr, keep "
+                f"train.grad_clip > 0, then resume (--resume) or start again."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = t.grad_clip
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        self.optimizer.step()
+        self.meters.add("train", loss, logits, y)
+
+    def test(self) -> EvalResult:
+        self.model.eval()
+        try:
+            return evaluate(pytorch_predict(self.model), self.test_stream)
+        finally:
+            self.model.train()
+
+    # ------------------------------------------------------------------ the loop
+    def run_training(self) -> TrainResult:
+        for cb in self.callbacks:
+            cb.on_search_start(self)
+        try:
+            while self.epoch < self.epochs:
+                self._run_epoch()
+        finally:
+            for cb in self.callbacks:
+                cb.on_search_end(self)
+        if self.run is not None:
+            self.genotype.save(self.run.genotype_path)
+        tested = [h["test_acc"] for h in self.history if h.get("test_acc") is not None]
+        return TrainResult(
+            self.genotype,
+            self.history,
+            self.run.path if self.run else None,
+            tested[-1] if tested else None,
+            self.config,
+        )
+
+    def _run_epoch(self) -> None:
+        epoch = self.epoch
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr_at(epoch)
+        set_drop_path(self.model, self.drop_path_at(epoch))
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_epoch_start(self)
+        start = time.monotonic()
+        for batch in self.train_stream.epoch(epoch, start=self.step):
+            self.train_step(batch)
+            self.step += 1
+            self.global_step += 1
+            self.elapsed_s += time.monotonic() - start
+            start = time.monotonic()
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+        metrics = self._epoch_metrics(epoch)
+        every = self.config.train.eval_every
+        if epoch + 1 == self.epochs or (every and (epoch + 1) % every == 0):
+            result = self.test()
+            metrics["test_loss"], metrics["test_acc"] = result.loss, result.accuracy
+        # the epoch is complete: a checkpoint written now resumes at the next one
+        self.epoch, self.step = epoch + 1, 0
+        self.meters.reset()
+        for cb in self.callbacks:
+            cb.collect(self, metrics)
+        self.history.append(metrics)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, metrics)
+
+    def _epoch_metrics(self, epoch: int) -> dict[str, Any]:
+        m = self.meters.summary()
+        return {
+            "epoch": epoch,
+            "train_loss": m["train_loss"],
+            "train_acc": m["train_acc"],
+            "test_loss": None,
+            "test_acc": None,
+            "lr": self.lr,
+            "drop_path": self.drop_path_at(epoch) if self.has_drop_path else None,
+            "time_s": round(self.elapsed_s, 3),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "kind": "train",
+            "config": to_dict(self.config),
+            "genotype": self.genotype.to_json(),
+            "data_info": self.data_info(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "global_step": self.global_step,
+            "elapsed_s": self.elapsed_s,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
+            "meters": self.meters.state_dict(),
+            "history": self.history,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "train":
+            raise CheckpointError(
+                "this checkpoint is not a training checkpoint (a search run's?); continue a "
+                "search with `diffnas search --resume RUN_DIR`"
+            )
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"training checkpoint version {state.get('version')} is not supported by this "
+                f"diffnas (expects {CHECKPOINT_VERSION})"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint does not match this run's network: {exc}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        for cb in self.callbacks:
+            if cb.name in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.name])
+        self.meters.load_state_dict(state["meters"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.global_step, self.elapsed_s = state["global_step"], state["elapsed_s"]
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+
+
+# =========================================================================== entry points
+def default_callbacks(config: TrainConfig, progress: bool | None = None) -> list[Callback]:
+    from diffnas.callbacks.progress import ProgressBar
+
+    cbs: list[Callback] = [
+        MetricsLogger(),
+        Checkpointer(config.checkpoint.every_s, config.checkpoint.every_steps),
+    ]
+    if config.log.progress if progress is None else progress:
+        cbs.append(ProgressBar())
+    return cbs
+
+
+def _as_train_config(
+    config: TrainConfig | dict[str, Any] | str | list[str] | None,
+    overrides: list[str] | None,
+    dataset: Dataset | None,
+) -> TrainConfig:
+    from diffnas.evaluate.config import train_preset
+
+    if isinstance(config, TrainConfig):
+        if not overrides:
+            return config
+        data = to_dict(config)
+        for text in overrides:
+            data = merge(data, parse_override(text))
+        out = from_dict(TrainConfig, data)
+        validate_train(out)
+        return out
+    if isinstance(config, dict):
+        return _as_train_config(from_dict(TrainConfig, config), overrides, dataset)
+    if config is None:
+        name = dataset.name if dataset is not None else None
+        for text in overrides or []:
+            if text.startswith("data.dataset="):
+                name = text.split("=", 1)[1].strip()
+        config = [train_preset(name)]
+    return load_train_config([config] if isinstance(config, str) else config, overrides)
+
+
+def default_run_path(config: TrainConfig, genotype: Genotype, root: str = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = genotype.name or genotype.space
+    return Path(root) / f"train-{name}-{config.data.dataset}-{stamp}"
+
+
+def train(
+    genotype: Genotype | str | Path | None = None,
+    config: TrainConfig | dict[str, Any] | str | list[str] | None = None,
+    *,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+    callbacks: list[Callback] | None = None,
+    progress: bool | None = None,
+    dataset: Dataset | None = None,
+) -> TrainResult:
+    """Train the discrete network of `genotype` (a Genotype, file, zoo name or search run;
+    None = the config's `genotype`).
+
+    `config`: a TrainConfig, a mapping, or preset/file name(s); None = the preset of the
+    dataset (configs/train/<dataset>.yaml, digits by default). Writes a run directory
+    (out, config.out, or runs/train-<name>-<dataset>-<time>).
+    """
+    cfg = _as_train_config(config, overrides, dataset)
+    if genotype is None:
+        if cfg.genotype is None:
+            raise ConfigError(
+                "no genotype to train: pass a genotype file, zoo name (e.g. DARTS_V2) or "
+                "search run directory, or set `genotype:` in the config"
+            )
+        genotype = cfg.genotype
+    if isinstance(genotype, Genotype):
+        space_for(genotype)  # validated like a loaded one
+        g = genotype
+        cfg = replace(cfg, genotype=cfg.genotype or g.name or "<Genotype object>")
+    else:
+        g = load_genotype(genotype)
+        cfg = replace(cfg, genotype=str(genotype))
+    path = out if out is not None else cfg.out
+    run = RunDir.create(cfg, path if path is not None else default_run_path(cfg, g))
+    g.save(run.genotype_path)
+    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+    return Trainer(cfg, g, run, cbs, dataset).run_training()
+
+
+def resume_training(
+    run_dir: str | Path,
+    *,
+    callbacks: list[Callback] | None = None,
+    progress: bool | None = None,
+    dataset: Dataset | None = None,
+) -> TrainResult:
+    """Continue a training run from its checkpoint; ends as an uninterrupted run would."""
+    run = RunDir.open(run_dir)
+    if run.kind != "train":
+        raise CheckpointError(
+            f"'{run_dir}' is a search run, not a training run; continue it with "
+            f"`diffnas search --resume {run_dir}`"
+        )
+    cfg = run.load_config(TrainConfig)
+    state = run.load_checkpoint()
+    genotype = Genotype.from_json(state.get("genotype"), f"{run_dir} checkpoint")
+    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+    trainer = Trainer(cfg, genotype, run, cbs, dataset)
+    trainer.load_state_dict(state)
+    run.keep_metrics(trainer.epoch)
+    return trainer.run_training()

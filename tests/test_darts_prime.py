@@ -195,6 +195,15 @@ def test_informed_schedule_follows_the_rule_on_a_scripted_sequence() -> None:
     assert ewmas == [4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 2.0, 1.0, 3.0]
 
 
+def test_informed_schedule_can_start_the_threshold_at_the_first_energy() -> None:
+    params = Informed.Params(f=2, multiplier=2.0, threshold=None, ewma=0.5)
+    steps, taus, ewmas = run_schedule(Informed(params), [4, 2, 6, 1])
+    # τ unset (no step) until the first FI = 4; then 4 < 4 no -> 8; 3 < 8 step -> 2; 4.5 < 2 no
+    assert steps == [False, False, True, False]
+    assert taus == [None, 8.0, 2.0, 4.0]
+    assert ewmas == [4.0, 3.0, 4.5, 2.75]
+
+
 def test_informed_schedule_defaults_and_zero_energy() -> None:
     s = Informed()
     assert s.train_portion == pytest.approx(10 / 11)

@@ -31,8 +31,9 @@ class Informed(CountingSchedule):
         f: float = 10.0
         # threshold multiplier m
         multiplier: float = 1.05
-        # initial threshold τ
-        threshold: float = 1.0
+        # initial threshold τ; null: start at the first FI [ours] (the paper's 1.0 takes
+        # about log(FI/1.0)/log(m) weight steps without α steps to catch up with FI)
+        threshold: float | None = 1.0
         # EWMA weight of the newest FI: FI_ewma = ewma·FI + (1 − ewma)·FI_ewma
         ewma: float = 0.2
 
@@ -46,18 +47,20 @@ class Informed(CountingSchedule):
             )
         if not 0.0 < p.ewma <= 1.0:
             raise ConfigError(f"search.schedule (informed): ewma must be in (0, 1], got {p.ewma}")
-        if not p.threshold > 0:
+        if p.threshold is not None and not p.threshold > 0:
             raise ConfigError(
                 f"search.schedule (informed): threshold must be > 0, got {p.threshold}"
             )
         # one validation batch per f training batches
         self.train_portion = 1.0 - 1.0 / (1.0 + p.f)
-        self.threshold = float(p.threshold)
+        self.threshold: float | None = None if p.threshold is None else float(p.threshold)
         self.fi_ewma: float | None = None
         self.fi: float | None = None
 
     def arch_step_due(self) -> bool:
         p = self.params
+        if self.threshold is None:  # threshold: null, before the first FI
+            return self._count(False)
         due = self.fi_ewma is not None and 0.0 < self.fi_ewma < self.threshold
         if due:
             self.threshold *= p.multiplier ** (-p.f)
@@ -73,6 +76,8 @@ class Informed(CountingSchedule):
         self.fi = float(grad_energy)
         a = self.params.ewma
         self.fi_ewma = self.fi if self.fi_ewma is None else a * self.fi + (1 - a) * self.fi_ewma
+        if self.threshold is None:
+            self.threshold = self.fi
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -84,7 +89,7 @@ class Informed(CountingSchedule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.threshold = float(state["threshold"])
+        self.threshold = state["threshold"]
         self.fi_ewma = state["fi_ewma"]
         self.fi = state["fi"]
 

@@ -28,7 +28,6 @@ from diffnas.supernet.base import Architecture
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import MixWeights
 
-from .conftest import tiny_config
 from .test_search import Kill
 
 NB201_NO_NONE = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -72,9 +71,10 @@ def test_crb_init_is_one_over_ops_plus_small_noise() -> None:
 
 
 def test_crb_refuses_an_op_set_with_none() -> None:
-    cfg = tiny_config("nb201", 1, **{"search.relaxation": "crb"})
+    specs = get_space("nb201").arch_specs()  # `none` not excluded
+    searcher = SimpleNamespace(arch=Architecture(specs, ClampedReLU().init_alpha))
     with pytest.raises(ConfigError, match=r"'none'.*space\.exclude_ops: \[none\]"):
-        Searcher(cfg)
+        ClampedReLU().setup(searcher)  # type: ignore[arg-type]
 
 
 def test_pruned_ops_stay_pruned_and_zero_through_later_steps() -> None:
@@ -413,3 +413,12 @@ def test_space_switch_keeps_exclude_ops_and_resets_sizes() -> None:
     assert get_space(cfg.space).layers == 5
     back = load_config(["darts_nb201"], ["space.name=darts"])
     assert back.space.layers is None and get_space(back.space).layers == 8
+
+
+def test_cli_names_the_fix_when_crb_meets_none(tmp_path, capsys) -> None:
+    from diffnas.cli import main
+
+    argv = ["search", "--config", "darts_nb201", "--set", "search.relaxation=crb"]
+    argv += ["--set", "space.channels=4", "--set", "space.layers=1", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "space.exclude_ops: [none]" in capsys.readouterr().err  # brackets survive printing

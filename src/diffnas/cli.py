@@ -12,6 +12,7 @@ import pkgutil
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from diffnas.errors import DiffnasError
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DiffnasError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: messages quote config values such as `exclude_ops: [none]`, not markup
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print(

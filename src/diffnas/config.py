@@ -313,12 +313,28 @@ def _read_yaml(source: str) -> dict[str, Any]:
     return data
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge `over` into a copy of `base` (mappings merge, everything else replaces)."""
+# `space` keys whose meaning depends on the space (darts: cells of the supernet; nb201: cells
+# per stage, ...): switching `space.name` resets them to the new space's defaults.
+SPACE_SPECIFIC_KEYS = ("layers", "cells", "nodes")
+
+
+def merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Deep-merge `over` into a copy of `base` (mappings merge, everything else replaces).
+
+    A mapping with a `name` (a part) replaces the old one whole, so one part's parameters never
+    leak into another; the `space` section merges, but a new `space.name` drops the sizes of
+    the old space (SPACE_SPECIFIC_KEYS) and keeps the rest (channels, exclude_ops, ...).
+    """
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and "name" not in value:
-            out[key] = merge(out[key], value)
+        where = f"{path}.{key}" if path else str(key)
+        old = out.get(key)
+        if where == "space" and isinstance(value, dict) and isinstance(old, dict):
+            if "name" in value and value["name"] != old.get("name", SpaceConfig.name):
+                old = {k: v for k, v in old.items() if k not in SPACE_SPECIFIC_KEYS}
+            out[key] = merge(old, value, where)
+        elif isinstance(value, dict) and isinstance(old, dict) and "name" not in value:
+            out[key] = merge(old, value, where)
         else:
             out[key] = value
     return out

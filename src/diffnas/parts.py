@@ -77,6 +77,11 @@ class Relaxation(Part):
         del alpha, key, weights
         return None
 
+    def op_mask(self, key: str) -> torch.Tensor | None:
+        """Ops still in the search, bool [E, O] (False: pruned for good); None: none pruned."""
+        del key
+        return None
+
     def mix(self, arch: Architecture) -> MixWeights:
         ops: dict[str, torch.Tensor] = {}
         active: dict[str, Active] = {}

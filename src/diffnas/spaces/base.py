@@ -54,6 +54,55 @@ class Space(ABC):
     ) -> Genotype:
         """The space's standard derivation rule from (deterministic) op weights."""
 
+    def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
+        """The genotype as 0/1 op weights: per arch key, [E, O] with a 1 at each kept (edge, op).
+
+        The inverse of `derive` on its own output: cell i of the genotype is the i-th arch key
+        (the order `derive` writes them). Edges the genotype drops are all-zero rows.
+        """
+        self.check_space(genotype)
+        specs = self.arch_specs()
+        if len(genotype.cells) != len(specs):
+            raise GenotypeError(
+                f"{self.name} genotype has {len(genotype.cells)} cell(s) but this supernet has "
+                f"{len(specs)} architecture key(s) ({', '.join(specs)}); use a genotype "
+                f"derived from this space's configuration"
+            )
+        out = {}
+        for (key, spec), cell in zip(specs.items(), genotype.cells):
+            if cell.type != spec.cell_type:
+                raise GenotypeError(
+                    f"genotype cell for '{key}' is a {cell.type} cell, expected {spec.cell_type}"
+                )
+            table = torch.zeros(spec.shape)
+            for e in cell.edges:
+                if (e.src, e.dst) not in spec.edges:
+                    raise GenotypeError(
+                        f"genotype cell '{key}': edge {e.src}->{e.dst} is not an edge of the "
+                        f"search cell"
+                    )
+                if e.op not in spec.ops:
+                    raise GenotypeError(
+                        f"genotype cell '{key}': op '{e.op}' is not in this search's op set "
+                        f"({', '.join(spec.ops)})"
+                    )
+                table[spec.edges.index((e.src, e.dst)), spec.ops.index(e.op)] = 1.0
+            out[key] = table
+        return out
+
+    def discretize(
+        self, weights: dict[str, torch.Tensor], edge_weights: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One-hot of the architecture the standard derivation picks from `weights`.
+
+        Same keys, shapes, device and dtype as `weights`; not differentiable (a constant target).
+        """
+        genotype = self.derive(weights, edge_weights)
+        return {
+            k: t.to(device=weights[k].device, dtype=weights[k].dtype)
+            for k, t in self.one_hot(genotype).items()
+        }
+
     @abstractmethod
     def validate(self, genotype: Genotype) -> Genotype:
         """Raise GenotypeError naming the problem, or return the genotype."""

@@ -12,7 +12,7 @@ import diffnas
 from diffnas.cli import main
 from diffnas.config import SpaceConfig
 from diffnas.errors import ConfigError, DatasetError
-from diffnas.latency import LatencyDataset, LatencyPredictor, encode_genotype, fit
+from diffnas.latency import LatencyDataset, LatencyPredictor, collect, encode_genotype, fit
 from diffnas.parts import RegContext
 from diffnas.search import Searcher
 from diffnas.spaces import get_space, zoo
@@ -96,6 +96,17 @@ def test_encoding_of_a_darts_genotype_marks_dropped_edges_none() -> None:
     for key in ("normal", "reduce"):
         assert torch.equal(enc[key].sum(dim=1), torch.ones(14))
         assert int((enc[key][:, none] == 0).sum()) == 8  # 2 inputs for each of 4 nodes
+
+
+def test_collect_on_the_darts_space_samples_two_inputs_per_node() -> None:
+    space = get_space(SpaceConfig(name="darts"))
+    ds = collect(space, 3, channels=4, layers=3, resolution=8, batch_size=2, repeats=1, warmup=0)
+    none = space.ops.index("none")
+    for r in ds.records:
+        enc = torch.tensor(r.encoding).view(2, 14, len(space.ops))
+        assert torch.equal(enc.sum(dim=2), torch.ones(2, 14))
+        assert [int((e[:, none] == 0).sum()) for e in enc] == [8, 8]
+        assert r.latency_ms > 0
 
 
 def test_bad_latency_files_are_reported(tmp_path) -> None:

@@ -21,6 +21,9 @@ from diffnas.supernet.base import ArchSpec, Supernet
 
 class Space(ABC):
     name: ClassVar[str]
+    # Inputs each node keeps in a derived cell (darts: 2; the other edges are left out of the
+    # genotype). None: the cell lists every edge, and a dropped edge has the op `none` (nb201).
+    edges_per_node: ClassVar[int | None] = None
     op_table: ClassVar[OpTable]
     default_layers: ClassVar[int]
 

@@ -47,6 +47,7 @@ def parse_pattern(pattern: str) -> list[str]:
 @SPACES.register("darts")
 class DartsSpace(Space):
     name = "darts"
+    edges_per_node = 2
     op_table = DARTS_OPS
     default_layers = 8
 
@@ -100,8 +101,9 @@ class DartsSpace(Space):
         self,
         weights: dict[str, torch.Tensor],
         edge_weights: dict[str, torch.Tensor] | None = None,
-        k: int = 2,
+        k: int | None = None,
     ) -> Genotype:
+        k = self.edges_per_node if k is None else k
         cells = []
         for key, spec in self.arch_specs().items():
             w = weights[key].detach().float().cpu()

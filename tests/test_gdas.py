@@ -1,0 +1,101 @@
+"""GDAS: straight-through Gumbel-softmax, only the sampled op computed, annealed temperature."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+
+import diffnas
+from diffnas.errors import ConfigError
+from diffnas.relaxations.gumbel import Gumbel
+from diffnas.relaxations.softmax import Softmax
+from diffnas.spaces.ops import NB201_OPS
+from diffnas.supernet.dag import SearchDAG
+
+from .conftest import tiny_config
+
+EDGES = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+
+
+def recording_dag(ops: list[str], channels: int = 4) -> tuple[SearchDAG, Counter]:
+    """An nb201 search cell whose op modules count their forward calls by op name."""
+    calls: Counter = Counter()
+
+    def make_op(name: str, ch: int, s: int) -> nn.Module:
+        module = NB201_OPS[name].build(ch, s, False, True)
+        module.register_forward_hook(lambda *_: calls.update([name]))
+        return module
+
+    return SearchDAG(1, 4, EDGES, ops, channels, lambda src: 1, make_op), calls
+
+
+def test_gdas_forward_calls_exactly_the_sampled_op_of_each_edge() -> None:
+    ops = list(NB201_OPS.names)  # none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3
+    dag, calls = recording_dag(ops)
+    relax = Gumbel()
+    alpha = torch.zeros(len(EDGES), len(ops))
+    x = torch.randn(2, 4, 6, 6)
+    for _ in range(5):
+        w = relax.weights(alpha, "cell")
+        active = relax.active(alpha, "cell", w)
+        assert active is not None and all(len(a) == 1 for a in active)
+        sampled = [ops[a[0]] for a in active]
+        calls.clear()
+        dag([x], w, active)
+        # one call per edge, of the sampled op (`none` is never computed: it outputs zeros)
+        assert calls == Counter(name for name in sampled if name != "none")
+
+    calls.clear()  # the softmax relaxation computes every op but `none` on every edge
+    dag([x], Softmax().weights(alpha, "cell"), None)
+    assert calls == Counter({name: len(EDGES) for name in ops if name != "none"})
+
+
+def test_gdas_weights_are_one_hot_forward_and_softmax_backward() -> None:
+    relax = Gumbel()
+    relax.set_progress(0.5)
+    alpha = torch.randn(6, 5, requires_grad=True)
+    c = torch.randn(6, 5)
+    torch.manual_seed(3)
+    w = relax.weights(alpha, "cell")
+    # forward: exactly one op per edge with weight 1, the others 0
+    torch.testing.assert_close(w.detach(), torch.nn.functional.one_hot(w.argmax(-1), 5).float())
+    (g_hard,) = torch.autograd.grad((w * c).sum(), alpha)
+
+    # backward: the gradient of soft = softmax((log_softmax(α) + G) / τ), same noise G
+    torch.manual_seed(3)
+    g = -torch.empty(6, 5).exponential_().log()
+    soft = torch.softmax((torch.log_softmax(alpha, -1) + g) / relax.tau, dim=-1)
+    assert torch.equal(soft.argmax(-1), w.argmax(-1))
+    (g_soft,) = torch.autograd.grad((soft * c).sum(), alpha)
+    torch.testing.assert_close(g_hard, g_soft)
+
+
+def test_gdas_gradient_reaches_every_alpha_through_the_supernet() -> None:
+    ops = ["skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]  # no `none`
+    dag, _ = recording_dag(ops)
+    relax = Gumbel()
+    alpha = torch.zeros(len(EDGES), len(ops), requires_grad=True)
+    w = relax.weights(alpha, "cell")
+    out = dag([torch.randn(2, 4, 6, 6)], w, relax.active(alpha, "cell", w))[-1]
+    (out**2).mean().backward()
+    assert alpha.grad is not None
+    assert bool((alpha.grad != 0).all())  # every op of every edge, sampled or not
+
+
+def test_gdas_temperature_anneals_linearly_from_10_to_0_1() -> None:
+    relax = Gumbel()
+    for t, tau in ((0.0, 10.0), (0.25, 7.525), (0.5, 5.05), (1.0, 0.1)):
+        relax.set_progress(t)
+        assert relax.tau == pytest.approx(tau)
+    with pytest.raises(ConfigError, match="tau_min"):
+        Gumbel.Params(tau_max=0.1, tau_min=1.0)
+
+
+def test_gdas_search_logs_a_falling_temperature(tmp_path) -> None:
+    cfg = tiny_config("nb201", epochs=2, **{"search.relaxation": "gumbel"})
+    result = diffnas.search(cfg, out=tmp_path / "run")
+    taus = [h["tau"] for h in result.history]
+    assert 10.0 > taus[0] > taus[1] >= 0.1

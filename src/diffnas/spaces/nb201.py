@@ -13,6 +13,7 @@ from torch import nn
 from diffnas.config import SupernetConfig
 from diffnas.errors import GenotypeError
 from diffnas.registry import SPACES
+from diffnas.spaces.aca import build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
 from diffnas.spaces.ops import NB201_OPS, ReLUConvBN
@@ -100,6 +101,7 @@ class Nb201Space(Space):
                 )
             if (e.src, e.dst) in seen:
                 raise GenotypeError(f"nb201 genotype: edge {e.src}->{e.dst} appears twice")
+            check_edge(e, "nb201 genotype")
             seen[(e.src, e.dst)] = e.op
         missing = [f"{s}->{d}" for s, d in EDGES if (s, d) not in seen]
         if missing:
@@ -219,7 +221,8 @@ class InferCell(nn.Module):
         super().__init__()
         kept = [e for e in cell.edges if e.op != "none"]
         self.edges = [(e.src, e.dst) for e in kept]
-        self.ops = nn.ModuleList(NB201_OPS[e.op].build(channels, 1, True, False) for e in kept)
+        # an edge with an ACA skip fraction s > 0 becomes an ACA edge (see spaces/aca.py)
+        self.ops = nn.ModuleList(build_edge(NB201_OPS, e, channels, 1) for e in kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes: list[torch.Tensor | None] = [x, None, None, None]

@@ -149,7 +149,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-root")
-    p.add_argument("--epochs", type=int, default=30, help="length of the long run")
+    p.add_argument("--epochs", type=int, default=30, help="length of the long run (0: none)")
     p.add_argument("--lengths", default="", help="extra separate search lengths, e.g. 3,10")
     p.add_argument("--subset", type=float, default=0.1)
     p.add_argument("--resolution", type=int, default=0)
@@ -167,8 +167,9 @@ def main() -> None:
     for epochs in lengths:
         for m in methods:
             run(args, m, epochs, args.out / f"{m}-{epochs}ep")
-    for m in methods:
-        run(args, m, args.epochs, args.out / f"{m}-{args.epochs}ep")
+    if args.epochs:  # 0: only the separate `--lengths` searches
+        for m in methods:
+            run(args, m, args.epochs, args.out / f"{m}-{args.epochs}ep")
     print(table(args.out / "curve.jsonl"))
 
 

@@ -444,6 +444,9 @@ def test_aca_pipeline_end_to_end_nb201(tmp_path, capsys) -> None:
         assert all("op choice only" in r["lookup_scores"] for r in records)
         assert main(["lookup", str(run)]) == 0
         assert "op choice only" in capsys.readouterr().out
+    # `diffnas derive` on the finished run repeats the importance pass: same allocation
+    assert main(["derive", str(run), "--out", str(tmp_path / "again.json")]) == 0
+    assert Genotype.load(tmp_path / "again.json").cells == g.cells
     importance = json.loads((run / "aca_importance.json").read_text())
     assert len(importance) == 3 * sum(e.op != "none" for e in edges)  # 3 stages, 1 cell each
     net = get_space("nb201").build_network(g, num_classes=10, in_channels=1, channels=8, layers=1)

@@ -73,6 +73,8 @@ class ProgressBar(Callback["Loop"]):
                 line += f"  {label} {'-' if value is None else f'{value:.1f}%'}"
         if "lookup_acc" in metrics:
             line += f"  NB201 lookup {metrics['lookup_acc']:.2f}%"
+            if "lookup_scores" in metrics:
+                line += " (op choice only)"
         line += f"  {metrics['time_s']:.0f}s"
         self.progress.console.print(line)
 

@@ -14,7 +14,7 @@ from torch import nn
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.errors import ConfigError, GenotypeError, did_you_mean
 from diffnas.registry import SPACES
-from diffnas.spaces.genotype import Genotype
+from diffnas.spaces.genotype import Edge, Genotype
 from diffnas.spaces.ops import OpTable
 from diffnas.supernet.base import ArchSpec, Supernet
 
@@ -38,6 +38,14 @@ class Space(ABC):
     def op_cost(self, metric: str, op: str, channels: int, stride: int, h: int, w: int) -> int:
         d = self.op_table[op]
         return d.params(channels, stride) if metric == "params" else d.macs(channels, stride, h, w)
+
+    def edge_cost(
+        self, metric: str, edge: Edge, channels: int, stride: int, h: int = 1, w: int = 1
+    ) -> int:
+        """Cost of a genotype edge in a discrete network, ACA skip fraction included."""
+        from diffnas.spaces.aca import edge_cost
+
+        return edge_cost(self.op_table, metric, edge, channels, stride, h, w)
 
     def parameter_free(self, op: str) -> bool:
         return self.op_table[op].parameter_free

@@ -13,6 +13,7 @@ from torch import nn
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.errors import ConfigError, GenotypeError
 from diffnas.registry import SPACES
+from diffnas.spaces.aca import ACAEdge, build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
 from diffnas.spaces.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
@@ -134,6 +135,7 @@ class DartsSpace(Space):
                     raise GenotypeError(
                         f"{where}: edge {e.src}->{e.dst} uses 'none'; drop the edge instead"
                     )
+                check_edge(e, where)
                 if e.src < 0 or e.dst < 2 or e.src >= e.dst:
                     raise GenotypeError(
                         f"{where}: bad edge index {e.src}->{e.dst}: sources are 0, 1 (cell inputs) or "
@@ -295,8 +297,8 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 def make_edge_op(edge: Edge, channels: int, stride: int) -> nn.Module:
-    """The module of one genotype edge in a discrete network."""
-    return DARTS_OPS[edge.op].build(channels, stride, True, False)
+    """The module of one genotype edge in a discrete network (an ACA edge when s > 0)."""
+    return build_edge(DARTS_OPS, edge, channels, stride)
 
 
 class Cell(nn.Module):
@@ -329,10 +331,14 @@ class Cell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
         states += [None] * (self.n_nodes - 2)
+        drop = self.training and self.drop_prob > 0
         for (src, dst), op in zip(self.edges, self.ops):
-            h = op(states[src])
-            if self.training and self.drop_prob > 0 and not isinstance(op, nn.Identity):
-                h = drop_path(h, self.drop_prob)
+            if drop and isinstance(op, ACAEdge):  # drop the op's channels, never identity's
+                h = op(states[src], lambda t: drop_path(t, self.drop_prob))
+            else:
+                h = op(states[src])
+                if drop and not isinstance(op, nn.Identity):
+                    h = drop_path(h, self.drop_prob)
             states[dst] = h if states[dst] is None else states[dst] + h
         return torch.cat([states[i] for i in self.concat], dim=1)  # type: ignore[misc]
 

@@ -13,6 +13,7 @@ from torch import nn
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.errors import ConfigError, GenotypeError
 from diffnas.registry import SPACES
+from diffnas.spaces.aca import build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
 from diffnas.spaces.ops import NB201_OPS, ReLUConvBN
@@ -108,6 +109,7 @@ class Nb201Space(Space):
                 )
             if (e.src, e.dst) in seen:
                 raise GenotypeError(f"nb201 genotype: edge {e.src}->{e.dst} appears twice")
+            check_edge(e, "nb201 genotype")
             seen[(e.src, e.dst)] = e.op
         missing = [f"{s}->{d}" for s, d in EDGES if (s, d) not in seen]
         if missing:
@@ -230,7 +232,8 @@ class InferCell(nn.Module):
         kept = [e for e in cell.edges if e.op != "none"]
         self.edges = [(e.src, e.dst) for e in kept]
         self.edge_specs = kept  # aligned with self.ops (profile cross-checks)
-        self.ops = nn.ModuleList(NB201_OPS[e.op].build(channels, 1, True, False) for e in kept)
+        # an edge with an ACA skip fraction s > 0 becomes an ACA edge (see spaces/aca.py)
+        self.ops = nn.ModuleList(build_edge(NB201_OPS, e, channels, 1) for e in kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes: list[torch.Tensor | None] = [x, None, None, None]

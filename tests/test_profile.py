@@ -111,13 +111,13 @@ def test_profile_per_cell_and_aca_genotypes() -> None:
     )
     assert result.check.ok and result.check.edges == 5 * 8 and not result.check.unchecked
     assert set(result.latency_ms) == {1, 2} and all(v > 0 for v in result.latency_ms.values())
-    # ACA edges (skip fractions) are counted as the modules that exist; the op table's
-    # formulas do not price them, so they are reported as unchecked
+    # ACA edges (skip fractions) are counted as the modules that exist and checked against
+    # Space.edge_cost, which prices the partial-channel op plus its identity part
     aca = Genotype(
         "darts", (cell("sep_conv_3x3", "normal", None, 0.5), cell("max_pool_3x3", "reduce", None))
     )
     result = profile(resolve_model(aca, channels=4, layers=3, input_size=16), batch_sizes=())
-    assert result.check.unchecked == 2  # the two node-2 edges of the one normal cell (N R R)
+    assert result.check.edges == 3 * 8 and not result.check.unchecked
     assert result.check.ok and result.macs > 0
 
 

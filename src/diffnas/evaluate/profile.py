@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from diffnas.evaluate.network import ModelSpec
-from diffnas.spaces import get_space
+from diffnas.spaces import Edge, get_space
 
 
 @dataclass
@@ -26,7 +26,7 @@ class EdgeCheck:
     """Cell edge ops: multiply-adds and parameters by hooks vs. the op table's formulas."""
 
     edges: int = 0  # edges compared
-    unchecked: int = 0  # edges the op table cannot price (e.g. ACA partial-channel edges)
+    unchecked: int = 0  # edges not reached by the forward pass (not priced)
     macs_hooks: int = 0
     macs_analytic: int = 0
     params_modules: int = 0
@@ -106,12 +106,11 @@ def check_edges(model: nn.Module, x: torch.Tensor, space_name: str) -> EdgeCheck
     """Compare the hooked cost of every cell edge op with the op table's analytic cost.
 
     A cell is any module with `ops` and `edge_specs` (genotype edges aligned with `ops`);
-    an edge with an ACA skip fraction is counted as unchecked (its module computes only part
-    of the channels, which the op table does not price).
+    ACA edges (with a skip fraction) are priced by `Space.edge_cost` like any other edge.
     """
-    table = get_space(space_name).op_table
+    space = get_space(space_name)
     inputs: dict[nn.Module, tuple[int, ...]] = {}
-    edges: list[tuple[nn.Module, str, int]] = []
+    edges: list[tuple[nn.Module, Edge, int]] = []
     check = EdgeCheck()
     for cell in model.modules():
         specs = getattr(cell, "edge_specs", None)
@@ -119,11 +118,8 @@ def check_edges(model: nn.Module, x: torch.Tensor, space_name: str) -> EdgeCheck
         if specs is None or not isinstance(ops, nn.ModuleList) or len(specs) != len(ops):
             continue
         for edge, op in zip(specs, ops):
-            if edge.skip_fraction:
-                check.unchecked += 1
-                continue
             stride = 2 if getattr(cell, "reduction", False) and edge.src < 2 else 1
-            edges.append((op, edge.op, stride))
+            edges.append((op, edge, stride))
 
     def pre_hook(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         inputs.setdefault(m, tuple(args[0].shape[1:]))
@@ -134,16 +130,15 @@ def check_edges(model: nn.Module, x: torch.Tensor, space_name: str) -> EdgeCheck
     finally:
         for handle in handles:
             handle.remove()
-    for op, name, stride in edges:
+    for op, edge, stride in edges:
         if op not in inputs:  # not reached in eval mode
             check.unchecked += 1
             continue
         c, h, w = inputs[op]
-        d = table[name]
         check.edges += 1
-        check.macs_analytic += d.macs(c, stride, h, w)
+        check.macs_analytic += space.edge_cost("macs", edge, c, stride, h, w)
         check.macs_hooks += sum(per_module.get(m, 0) for m in op.modules())
-        check.params_analytic += d.params(c, stride)
+        check.params_analytic += space.edge_cost("params", edge, c, stride)
         check.params_modules += sum(p.numel() for p in op.parameters())
     return check
 

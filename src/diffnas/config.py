@@ -318,17 +318,39 @@ def _read_yaml(source: str) -> dict[str, Any]:
 SPACE_SPECIFIC_KEYS = ("layers", "cells", "nodes")
 
 
+def _rescale_warmup(old: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Keep a method's weight-only warm-up the same share of the search when a later layer
+    (a protocol, `--epochs`) changes `search.epochs` without naming `warmup_epochs`.
+
+    PC-DARTS warms up 15 of its 50 epochs; a 10-epoch protocol keeps 3 (at least 1, and at
+    least one epoch with architecture steps), not 15 (no architecture step at all).
+    """
+    warmup, new = old.get("warmup_epochs"), over.get("epochs")
+    epochs = old.get("epochs", SearchConfig.epochs)
+    if "warmup_epochs" in over or not isinstance(new, int) or isinstance(new, bool):
+        return old
+    if not isinstance(warmup, int) or not isinstance(epochs, int) or warmup <= 0 or epochs <= 0:
+        return old
+    if new == epochs:
+        return old
+    scaled = min(max(1, round(warmup * new / epochs)), max(new - 1, 0))
+    return {**old, "warmup_epochs": scaled}
+
+
 def merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Deep-merge `over` into a copy of `base` (mappings merge, everything else replaces).
 
     A mapping with a `name` (a part) replaces the old one whole, so one part's parameters never
     leak into another; the `space` section merges, but a new `space.name` drops the sizes of
-    the old space (SPACE_SPECIFIC_KEYS) and keeps the rest (channels, exclude_ops, ...).
+    the old space (SPACE_SPECIFIC_KEYS) and keeps the rest (channels, exclude_ops, ...); a new
+    `search.epochs` rescales an inherited `search.warmup_epochs` (see _rescale_warmup).
     """
     out = dict(base)
     for key, value in over.items():
         where = f"{path}.{key}" if path else str(key)
         old = out.get(key)
+        if where == "search" and isinstance(value, dict) and isinstance(old, dict):
+            old = _rescale_warmup(old, value)
         if where == "space" and isinstance(value, dict) and isinstance(old, dict):
             if "name" in value and value["name"] != old.get("name", SpaceConfig.name):
                 old = {k: v for k, v in old.items() if k not in SPACE_SPECIFIC_KEYS}

@@ -1,0 +1,134 @@
+"""`diffnas bench`: benchmark groups; `bench quality` searches methods × seeds under a protocol.
+
+Each subcommand registers itself in `register` through its own `_register_<name>` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+QUALITY_HELP = """\
+Search each method with each seed under one protocol (a config layered after the method:
+it fixes space size, data, resolution and epochs; the method keeps its own optimizer
+settings and parts), in parallel processes, and write OUT/quality.md, quality.csv (method,
+seed, wall time, derived cell, NB201 lookup accuracy, share of parameter-free ops) and
+quality.png (lookup accuracy over search epochs per method).
+
+Resumable: run the same command again; finished runs are skipped, killed runs resume from
+their checkpoints. --table-only rebuilds the outputs from what is on disk.
+"""
+
+QUALITY_EPILOG = """\
+examples:
+  diffnas bench quality --dataset cifar10 --data-root DIR --out bench/quality
+  diffnas bench quality --methods gdas darts_long:darts+search.epochs=30 --seeds 0 1 2
+  diffnas bench quality --protocol protocols/nb201_cpu --jobs 2 --threads 1 --out bench/q
+  diffnas bench quality --out bench/quality --table-only
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: search quality of methods under a protocol",
+        description="Benchmarks. `diffnas bench SUBCOMMAND --help` explains each.",
+    )
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+    _register_quality(bench_sub)
+
+
+# --------------------------------------------------------------------------- quality
+def _register_quality(sub: argparse._SubParsersAction) -> None:
+    from diffnas.quality import DEFAULT_METHODS, DEFAULT_PROTOCOL
+
+    q = sub.add_parser(
+        "quality",
+        help="search methods × seeds under a protocol; table + plot of NB201 lookup accuracy",
+        description=QUALITY_HELP,
+        epilog=QUALITY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help="[LABEL:]CONFIG[+CONFIG...][+key=value...] each; default: "
+        + " ".join(DEFAULT_METHODS),
+    )
+    q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
+    q.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        help=f"config layered after each method (default {DEFAULT_PROTOCOL}); 'none': no protocol",
+    )
+    q.add_argument("--dataset", help="dataset (data.dataset; the protocol's otherwise)")
+    q.add_argument("--data-root", help="dataset location (data.root)")
+    q.add_argument("--epochs", type=int, help="search epochs (overrides the protocol's)")
+    q.add_argument("--out", "-o", default="bench/quality", help="output directory")
+    q.add_argument(
+        "--jobs", "-j", type=int, help="parallel searches (default: CPU cores // --threads)"
+    )
+    q.add_argument("--threads", type=int, default=1, help="PyTorch threads per search (default 1)")
+    q.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a config key of every run (after method and protocol)",
+    )
+    q.add_argument(
+        "--table-only", action="store_true", help="only rebuild the table and plot from OUT"
+    )
+    q.set_defaults(func=run_quality)
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    from diffnas import quality
+
+    console = Console(stderr=True)
+    out = Path(args.out)
+    methods = [quality.MethodSpec.parse(m) for m in args.methods]
+    labels = [m.label for m in methods]
+    protocol = None if args.protocol in ("none", "") else args.protocol
+    extra = []
+    if args.dataset:
+        extra.append(f"data.dataset={args.dataset}")
+    if args.data_root:
+        extra.append(f"data.root={args.data_root}")
+    if args.epochs is not None:
+        extra.append(f"search.epochs={args.epochs}")
+    extra += list(args.overrides)
+    title = f"protocol {protocol or '(none)'}, seeds {' '.join(map(str, args.seeds))}"
+    if not args.table_only:
+        bench = quality.plan(
+            methods, args.seeds, out, protocol, extra, jobs=args.jobs, threads=args.threads
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        console.print(
+            f"{len(bench.jobs)} search(es) to run, {len(bench.skipped)} finished already; "
+            f"{bench.parallel} at a time, {bench.threads} thread(s) each",
+            highlight=False,
+        )
+        start = time.monotonic()
+
+        def done(job: quality.Job, rec: dict) -> None:
+            state = rec["status"] + (f" ({rec.get('error')})" if rec.get("error") else "")
+            console.print(
+                f"[{time.monotonic() - start:7.0f} s] {job.method} seed {job.seed}: {state}, "
+                f"{rec.get('wall_s', 0):.0f} s",
+                highlight=False,
+            )
+            quality.write_outputs(out, labels, args.seeds, title)
+
+        quality.execute(bench, done)
+    rows = quality.write_outputs(out, labels, args.seeds, title)
+    Console(soft_wrap=True).print(quality.markdown(rows, title), highlight=False)
+    console.print(f"wrote {out / 'quality.md'}, {out / 'quality.csv'}, {out / 'quality.png'}")
+    return 0 if all(r.status == "done" for r in rows) else 1

@@ -1,0 +1,461 @@
+"""The quality bench: methods × seeds searched under one protocol, and the table they make.
+
+A method is one or more config layers (a preset name or file, plus `key=value` overrides);
+the protocol is layered after it, so the method keeps its own optimizer settings and parts
+while the protocol fixes the budget (space size, data, resolution, epochs). Runs go to
+`OUT/runs/<method>-s<seed>`, in parallel processes; a run with `bench.json` is finished
+and skipped, a run with a checkpoint is resumed, anything else starts fresh. The table
+(Markdown and CSV) and the plot of NB201 lookup accuracy per epoch are rebuilt from the
+run directories, so they always show what is on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import multiprocessing
+import os
+import shutil
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffnas.config import Config, from_dict, load_config, to_dict
+from diffnas.errors import ConfigError
+from diffnas.run import RunDir
+from diffnas.utils import atomic_write_json
+
+DEFAULT_PROTOCOL = "protocols/nb201_cpu"
+# the robust methods of the table, plain DARTS, and the random-search baseline
+DEFAULT_METHODS = (
+    "darts_prime",
+    "aca",
+    "pc_darts",
+    "gdas",
+    "beta_darts",
+    "rdarts",
+    "darts",
+    "random_search",
+)
+BENCH_FILE = "bench.json"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """`[LABEL:]LAYER[+LAYER...]`: config layers (presets/files) and `key=value` overrides.
+
+    `aca` -> label aca, layers [aca]; `darts_long:darts+search.epochs=40` -> label
+    darts_long, layers [darts], overrides [search.epochs=40] (applied after the protocol).
+    """
+
+    label: str
+    configs: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> MethodSpec:
+        label, sep, rest = text.partition(":")
+        if not sep:
+            label, rest = "", text
+        items = [p.strip() for p in rest.split("+")]
+        if not rest.strip() or any(not p for p in items):
+            raise ConfigError(
+                f"method '{text}' must look like [LABEL:]CONFIG[+CONFIG...][+key=value...], "
+                f"e.g. darts_prime or darts_long:darts+search.epochs=40"
+            )
+        configs = tuple(p for p in items if "=" not in p)
+        overrides = tuple(p for p in items if "=" in p)
+        if not configs:
+            raise ConfigError(f"method '{text}' names no config (preset or file)")
+        if not label:
+            label = "+".join(Path(c).stem if c.endswith((".yaml", ".yml")) else c for c in configs)
+        if not label.replace("_", "").replace("-", "").replace("+", "").isalnum():
+            raise ConfigError(
+                f"method label '{label}' may only hold letters, digits, '_', '-' and '+'"
+            )
+        return cls(label, configs, overrides)
+
+
+@dataclass
+class Job:
+    method: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]  # the resolved Config as plain data (picklable)
+
+
+@dataclass
+class BenchPlan:
+    jobs: list[Job]
+    protocol: str
+    threads: int
+    parallel: int
+    skipped: list[Job] = field(default_factory=list)
+
+
+def resolve_config(
+    method: MethodSpec,
+    protocol: str | None,
+    seed: int,
+    extra: Sequence[str] = (),
+    threads: int | None = None,
+) -> Config:
+    """method layers, then the protocol, then the method's overrides, the seed, `extra`."""
+    sources = list(method.configs) + ([protocol] if protocol else [])
+    overrides = [*method.overrides, f"seed={seed}", *extra, "log.progress=false"]
+    if threads is not None:
+        overrides.append(f"threads={threads}")
+    return load_config(sources, overrides)
+
+
+def run_dir_for(out: Path, method: str, seed: int) -> Path:
+    return out / "runs" / f"{method}-s{seed}"
+
+
+def is_finished(run_dir: Path) -> bool:
+    path = run_dir / BENCH_FILE
+    if not path.exists():
+        return False
+    import json
+
+    try:
+        return json.loads(path.read_text()).get("status") == "done"
+    except (OSError, ValueError):
+        return False
+
+
+def plan(
+    methods: Sequence[MethodSpec],
+    seeds: Sequence[int],
+    out: Path,
+    protocol: str | None = DEFAULT_PROTOCOL,
+    extra: Sequence[str] = (),
+    jobs: int | None = None,
+    threads: int | None = None,
+    cores: int | None = None,
+) -> BenchPlan:
+    """Every (method, seed) run; seed-major order, so a cut-short bench covers every method."""
+    labels = [m.label for m in methods]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ConfigError(f"method labels must be unique, repeated: {', '.join(sorted(dup))}")
+    cores = cores or os.cpu_count() or 1
+    threads = threads or 1
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    parallel = jobs or max(1, cores // threads)
+    if parallel < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {parallel}")
+    result = BenchPlan([], protocol or "", threads, parallel)
+    for seed in seeds:
+        for m in methods:
+            cfg = resolve_config(m, protocol, seed, extra, threads)
+            job = Job(m.label, seed, run_dir_for(out, m.label, seed), to_dict(cfg))
+            (result.skipped if is_finished(job.run_dir) else result.jobs).append(job)
+    return result
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """One search (or its resumption); writes and returns the run's bench.json record."""
+    from diffnas.search import resume, search
+
+    run = RunDir(job.run_dir)
+    record: dict[str, Any] = {"method": job.method, "seed": job.seed}
+    start = time.monotonic()
+    resumed = run.checkpoint_path.exists()
+    try:
+        if resumed:
+            resume(run.path, progress=False)
+        else:
+            if run.path.exists():  # killed before its first checkpoint: start again
+                shutil.rmtree(run.path)
+            search(from_dict(Config, job.config), out=run.path, progress=False)
+        record["status"] = "done"
+    except Exception as exc:  # a failed run is a row of the table, not the end of the bench
+        record["status"] = "failed"
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        if run.path.exists():
+            (run.path / "bench_error.txt").write_text(traceback.format_exc())
+    record["wall_s"] = round(time.monotonic() - start, 2)
+    record["resumed"] = resumed
+    if run.path.exists() and record["status"] == "done":
+        atomic_write_json(run.path / BENCH_FILE, record)
+    return record
+
+
+def execute(
+    bench: BenchPlan, on_done: Callable[[Job, dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run the plan's jobs, `parallel` processes at a time (inline when parallel == 1)."""
+    records = []
+    if bench.parallel == 1 or len(bench.jobs) <= 1:
+        for job in bench.jobs:
+            rec = run_job(job)
+            records.append(rec)
+            if on_done:
+                on_done(job, rec)
+        return records
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=bench.parallel, mp_context=ctx) as pool:
+        futures: list[tuple[Job, Future[dict[str, Any]]]] = [
+            (job, pool.submit(run_job, job)) for job in bench.jobs
+        ]
+        for job, fut in futures:
+            try:
+                rec = fut.result()
+            except Exception as exc:  # the worker process itself died
+                rec = {"method": job.method, "seed": job.seed, "status": "failed"}
+                rec["error"] = f"{type(exc).__name__}: {exc}"
+            records.append(rec)
+            if on_done:
+                on_done(job, rec)
+    return records
+
+
+# =========================================================================== the table
+@dataclass
+class Row:
+    method: str
+    seed: int
+    status: str  # done, running/killed (partial), failed, missing
+    epochs_done: int
+    epochs: int
+    wall_s: float | None
+    search_s: float | None
+    cell: str
+    lookup_acc: float | None
+    param_free_share: float | None
+    curve: list[float | None]
+
+    def csv(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "seed": self.seed,
+            "status": self.status,
+            "epochs": f"{self.epochs_done}/{self.epochs}",
+            "wall_s": _num(self.wall_s, 1),
+            "search_s": _num(self.search_s, 1),
+            "cell": self.cell,
+            "lookup_acc": _num(self.lookup_acc, 2),
+            "param_free_share": _num(self.param_free_share, 3),
+        }
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def cell_string(genotype: dict[str, Any] | None) -> str:
+    """The NB201 string of an nb201 genotype (JSON); other spaces: a compact op list."""
+    if not genotype:
+        return ""
+    from diffnas.spaces.genotype import Genotype
+
+    g = Genotype.from_json(genotype)
+    if g.space == "nb201":
+        from diffnas.spaces.nb201 import to_nb201_string
+
+        return to_nb201_string(g)
+    return " / ".join(",".join(e.op for e in c.edges) for c in g.cells)
+
+
+def read_row(run_dir: Path, method: str, seed: int) -> Row:
+    import json
+
+    run = RunDir(run_dir)
+    records = run.read_metrics() if run.path.exists() else []
+    epochs = 0
+    if run.config_path.exists():
+        try:
+            epochs = run.load_config().search.epochs
+        except Exception:  # a config from another diffnas version: show what we can
+            epochs = 0
+    bench: dict[str, Any] = {}
+    if (run.path / BENCH_FILE).exists():
+        bench = json.loads((run.path / BENCH_FILE).read_text())
+    if bench.get("status") == "done":
+        status = "done"
+    elif records:
+        status = "partial"
+    else:
+        status = "missing"
+    last = records[-1] if records else {}
+    genotype = last.get("genotype")
+    if status == "done" and run.genotype_path.exists():
+        genotype = json.loads(run.genotype_path.read_text())
+    lookup = last.get("lookup_acc")
+    if status == "done" and genotype is not None:
+        lookup = _lookup(genotype, lookup)
+    return Row(
+        method=method,
+        seed=seed,
+        status=status,
+        epochs_done=len(records),
+        epochs=epochs,
+        wall_s=bench.get("wall_s") if not bench.get("resumed") else None,
+        search_s=last.get("time_s"),
+        cell=cell_string(genotype),
+        lookup_acc=lookup,
+        param_free_share=_param_free(genotype, last.get("param_free_share")),
+        curve=[r.get("lookup_acc") for r in records],
+    )
+
+
+def _lookup(genotype: dict[str, Any], fallback: float | None) -> float | None:
+    from diffnas.benchmarks import nb201
+    from diffnas.spaces.genotype import Genotype
+
+    g = Genotype.from_json(genotype)
+    if g.space != "nb201" or not nb201.available():
+        return fallback
+    return nb201.lookup(g)
+
+
+def _param_free(genotype: dict[str, Any] | None, fallback: float | None) -> float | None:
+    if not genotype:
+        return fallback
+    from diffnas.spaces import space_for
+    from diffnas.spaces.genotype import Genotype
+
+    g = Genotype.from_json(genotype)
+    return space_for(g).param_free_share(g)
+
+
+def collect_rows(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[Row]:
+    return [read_row(run_dir_for(out, m, s), m, s) for m in methods for s in seeds]
+
+
+@dataclass
+class Summary:
+    method: str
+    done: int
+    runs: int
+    mean: float | None
+    std: float | None
+    best: float | None
+    worst: float | None
+    param_free: float | None
+    wall_s: float | None
+
+
+def summarize(rows: Sequence[Row]) -> list[Summary]:
+    out = []
+    for method in dict.fromkeys(r.method for r in rows):
+        mine = [r for r in rows if r.method == method]
+        done = [r for r in mine if r.status == "done" and r.lookup_acc is not None]
+        accs = [float(r.lookup_acc) for r in done if r.lookup_acc is not None]
+        walls = [r.wall_s for r in done if r.wall_s is not None]
+        pf = [r.param_free_share for r in done if r.param_free_share is not None]
+        out.append(
+            Summary(
+                method,
+                len(done),
+                len(mine),
+                statistics.fmean(accs) if accs else None,
+                statistics.stdev(accs) if len(accs) > 1 else None,
+                max(accs) if accs else None,
+                min(accs) if accs else None,
+                statistics.fmean(pf) if pf else None,
+                statistics.fmean(walls) if walls else None,
+            )
+        )
+    return out
+
+
+def markdown(rows: Sequence[Row], title: str = "") -> str:
+    buf = io.StringIO()
+    if title:
+        buf.write(f"{title}\n\n")
+    buf.write(
+        "| method | runs done | NB201 lookup acc. mean ± std (%) | best | worst "
+        "| param-free share | mean wall (s) |\n|---|---|---|---|---|---|---|\n"
+    )
+    for s in summarize(rows):
+        mean = _num(s.mean, 2) + (f" ± {s.std:.2f}" if s.std is not None else "")
+        buf.write(
+            f"| {s.method} | {s.done}/{s.runs} | {mean or '–'} | {_num(s.best, 2) or '–'} "
+            f"| {_num(s.worst, 2) or '–'} | {_num(s.param_free, 2) or '–'} "
+            f"| {_num(s.wall_s, 0) or '–'} |\n"
+        )
+    buf.write(
+        "\n| method | seed | status | epochs | wall (s) | search loop (s) | derived cell "
+        "| NB201 lookup acc. (%) | param-free share |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    for r in rows:
+        c = r.csv()
+        cell = f"`{c['cell']}`" if c["cell"] else ""
+        buf.write(
+            f"| {r.method} | {r.seed} | {r.status} | {c['epochs']} | {c['wall_s']} "
+            f"| {c['search_s']} | {cell} | {c['lookup_acc']} | {c['param_free_share']} |\n"
+        )
+    return buf.getvalue()
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    buf = io.StringIO()
+    fields = list(rows[0].csv()) if rows else ["method", "seed"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r.csv())
+    from diffnas.utils import atomic_write_text
+
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
+    """NB201 lookup accuracy over search epochs: per method the mean over seeds (thick) and
+    each seed (thin)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    methods = list(dict.fromkeys(r.method for r in rows))
+    for i, method in enumerate(methods):
+        color = f"C{i % 10}"
+        curves = [[v for v in r.curve] for r in rows if r.method == method and r.curve]
+        for c in curves:
+            xs = [e + 1 for e, v in enumerate(c) if v is not None]
+            ax.plot(xs, [v for v in c if v is not None], color=color, alpha=0.3, lw=0.8)
+        if not curves:
+            continue
+        n = max(len(c) for c in curves)
+        mean = []
+        for e in range(n):
+            vals = [float(v) for c in curves if e < len(c) and (v := c[e]) is not None]
+            mean.append(statistics.fmean(vals) if vals else math.nan)
+        ax.plot(range(1, n + 1), mean, color=color, lw=2.0, label=f"{method} ({len(curves)})")
+    ax.axhline(94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07")
+    ax.set_xlabel("search epoch")
+    ax.set_ylabel("NB201 lookup accuracy of the derived cell (%)")
+    ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]))
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def write_outputs(
+    out: Path, methods: Sequence[str], seeds: Sequence[int], title: str = ""
+) -> list[Row]:
+    """quality.md, quality.csv and quality.png in `out`, from the run directories."""
+    from diffnas.utils import atomic_write_text
+
+    rows = collect_rows(out, methods, seeds)
+    atomic_write_text(out / "quality.md", markdown(rows, title))
+    write_csv(rows, out / "quality.csv")
+    plot(rows, out / "quality.png", title)
+    return rows

@@ -1,0 +1,245 @@
+"""The quality bench: protocol layering, random search, the runner (resume/skip) and its table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from diffnas.benchmarks import nb201
+from diffnas.cli import main
+from diffnas.config import load_config
+from diffnas.derive.random_search import RandomSearch, pick_best, sample_cells
+from diffnas.quality import MethodSpec, execute, plan, read_row, run_dir_for, run_job
+from diffnas.search import Searcher
+from diffnas.spaces import get_space
+from diffnas.spaces.nb201 import from_nb201_string
+from diffnas.supernet.mixed import MixWeights
+
+PROTOCOL = "protocols/nb201_cpu"
+
+TINY_PROTOCOL = """\
+space: {name: nb201, channels: 4, layers: 1}
+data: {dataset: digits, subset: 0.3}
+search: {epochs: 1}
+threads: 1
+"""
+
+
+@pytest.fixture
+def tiny_protocol(tmp_path):
+    path = tmp_path / "tiny_protocol.yaml"
+    path.write_text(TINY_PROTOCOL)
+    return str(path)
+
+
+# --------------------------------------------------------------------------- protocol
+def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
+    pc = load_config(["pc_darts", PROTOCOL])
+    assert (pc.space.name, pc.space.channels, pc.space.layers) == ("nb201", 8, 1)
+    assert pc.search.epochs == 10 and pc.data.resolution == 16 and pc.data.subset == 0.2
+    # the method's own optimizer, batch and supernet settings survive the protocol
+    assert pc.search.w_lr == pytest.approx(0.1) and pc.search.arch_lr == pytest.approx(6e-4)
+    assert pc.data.batch_size == 256 and pc.supernet.partial_channels == 4
+    # 15 warm-up epochs of 50 keep their share: 3 of 10
+    assert pc.search.warmup_epochs == 3
+    prime = load_config(["darts_prime", PROTOCOL])
+    assert prime.space.exclude_ops == ["none"] and prime.supernet.node_bn
+    aca = load_config(["darts", "aca", PROTOCOL])
+    assert aca.space.exclude_ops == ["skip_connect"] and aca.search.derive.name == "aca"
+    rd = load_config(["rdarts", PROTOCOL])  # the darts-only per-cell layout is dropped
+    assert rd.space.cells is None and rd.search.regularizers[0].name == "rdarts"
+    gdas = load_config(["gdas", PROTOCOL])
+    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 10
+
+
+def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
+    assert load_config(["pc_darts"], ["search.epochs=20"]).search.warmup_epochs == 6
+    assert load_config(["pc_darts"], ["search.epochs=2"]).search.warmup_epochs == 1
+    assert load_config(["pc_darts"], ["search.epochs=1"]).search.warmup_epochs == 0
+    both = load_config(["pc_darts"], ["search.epochs=20", "search.warmup_epochs=9"])
+    assert both.search.warmup_epochs == 9
+    assert load_config(["darts"], ["search.epochs=20"]).search.warmup_epochs == 0
+
+
+# --------------------------------------------------------------------------- random search
+def test_pick_best_is_the_argmax_first_on_ties() -> None:
+    cells = sample_cells(get_space("nb201"), 5, seed=3)
+    assert pick_best(cells, [1.0, 7.0, 3.0, 7.0, 2.0]) == (1, cells[1])
+    assert pick_best(cells, [9.0, 1.0, 1.0, 1.0, 1.0])[0] == 0
+
+
+def test_sampled_cells_are_uniform_over_ops() -> None:
+    cells = sample_cells(get_space("nb201"), 500, seed=0)
+    counts = Counter(e.op for g in cells for e in g.cells[0].edges)
+    assert set(counts) == {"none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"}
+    # 3000 draws, 600 expected per op; 5 standard deviations ≈ 110
+    assert all(490 <= n <= 710 for n in counts.values()), counts
+    assert sample_cells(get_space("nb201"), 4, seed=1) == sample_cells(
+        get_space("nb201"), 4, seed=1
+    )
+
+
+def test_random_search_returns_the_candidate_with_the_best_score(monkeypatch) -> None:
+    cfg = load_config(
+        ["random_search", "protocols/nb201_cpu"],
+        [
+            "space.channels=4",
+            "data.dataset=digits",
+            "data.resolution=8",
+            "log.progress=false",
+            "search.derive={name: random_search, samples: 6, eval_images: 64}",
+        ],
+    )
+    s = Searcher(cfg)
+    d = s.derivation
+    assert isinstance(d, RandomSearch)
+    cands = d._candidates(s)
+    scores = {str(g.to_json()): v for g, v in zip(cands, [5.0, 2.0, 9.0, 9.0, 1.0, 0.0])}
+    monkeypatch.setattr(RandomSearch, "score", lambda self, s, g: scores[str(g.to_json())])
+    s.global_step = 1
+    assert d.derive(s) == cands[2] and d.best_index == 2 and d.best_score == 9.0
+
+
+def test_random_search_score_is_the_discrete_path_accuracy() -> None:
+    """Reference: the supernet with hand-built one-hot weights of the cell's ops."""
+    cfg = load_config(
+        ["random_search", "protocols/nb201_cpu"],
+        [
+            "space.channels=4",
+            "data.dataset=digits",
+            "data.resolution=8",
+            "log.progress=false",
+            "search.derive={name: random_search, samples: 2, eval_images: 100}",
+        ],
+    )
+    s = Searcher(cfg)
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+    g = from_nb201_string(cell)
+    ops = list(s.space.ops)
+    w = torch.zeros(6, len(ops))
+    active = []
+    for i, name in enumerate(
+        ["nor_conv_3x3", "skip_connect", "none", "avg_pool_3x3", "nor_conv_1x1", "none"]
+    ):
+        w[i, ops.index(name)] = 1.0
+        active.append([ops.index(name)])
+    val = s.data.val
+    x = (val.images[:100].float() / 255.0 - val.mean) / val.std
+    with torch.no_grad():
+        s.model.eval()
+        logits = s.model(x, MixWeights({"cell": w}, {"cell": active}))
+        s.model.train()
+    expected = 100.0 * float((logits.argmax(1) == val.labels[:100]).float().mean())
+    assert s.derivation.score(s, g) == pytest.approx(expected)
+
+
+def test_uniform_relaxation_trains_one_uniform_path_and_never_alpha(tmp_path) -> None:
+    from diffnas.registry import RELAXATIONS
+
+    relax = RELAXATIONS.get("uniform")()
+    alpha = torch.zeros(6, 5)
+    counts = torch.zeros(5)
+    for _ in range(400):
+        w = relax.weights(alpha, "cell")
+        assert (w.sum(1) == 1).all() and relax.active(alpha, "cell", w) == [
+            [int(i)] for i in w.argmax(1)
+        ]
+        counts += w.sum(0)
+    assert ((counts / counts.sum() - 0.2).abs() < 0.03).all()  # 2400 draws: 1/5 each
+
+
+# --------------------------------------------------------------------------- the runner
+def test_method_specs_parse() -> None:
+    assert MethodSpec.parse("aca") == MethodSpec("aca", ("aca",))
+    spec = MethodSpec.parse("darts_long:darts+search.epochs=40")
+    assert spec == MethodSpec("darts_long", ("darts",), ("search.epochs=40",))
+    assert MethodSpec.parse("darts+aca").label == "darts+aca"
+    from diffnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LABEL"):
+        MethodSpec.parse("darts+")
+
+
+def test_bench_runs_skips_finished_and_resumes_killed_runs(tmp_path, tiny_protocol) -> None:
+    methods = [MethodSpec.parse("darts"), MethodSpec.parse("random_search")]
+    extra = ["search.derive={name: random_search, samples: 4, eval_images: 50}"]
+    methods[1] = MethodSpec("random_search", ("random_search",), tuple(extra))
+    out = tmp_path / "bench"
+    first = plan(methods, [0], out, tiny_protocol, jobs=1)
+    assert [(j.method, j.seed) for j in first.jobs] == [("darts", 0), ("random_search", 0)]
+    records = execute(first)
+    assert [r["status"] for r in records] == ["done", "done"]
+    again = plan(methods, [0], out, tiny_protocol, jobs=1)
+    assert again.jobs == [] and len(again.skipped) == 2
+
+    # a killed run: a checkpoint after epoch 1 of 2, no bench.json -> resumed to the end
+    killed = plan(
+        [MethodSpec("darts2", ("darts",), ("search.epochs=2",))], [0], out, tiny_protocol, jobs=1
+    ).jobs[0]
+    from diffnas.config import Config, from_dict
+    from diffnas.run import RunDir
+    from diffnas.search import default_callbacks
+
+    cfg = from_dict(Config, killed.config)
+    s = Searcher(cfg, RunDir.create(cfg, killed.run_dir), default_callbacks(cfg, False))
+    s._run_epoch()
+    assert (killed.run_dir / "checkpoint.pt").exists()
+    rec = run_job(killed)
+    assert rec["status"] == "done" and rec["resumed"]
+    row = read_row(killed.run_dir, "darts2", 0)
+    assert row.status == "done" and row.epochs_done == 2 and len(row.curve) == 2
+
+
+def test_bench_quality_cli_writes_table_csv_and_plot(tmp_path, tiny_protocol) -> None:
+    out = tmp_path / "q"
+    args = [
+        "bench",
+        "quality",
+        "--methods",
+        "darts",
+        "gdas",
+        "--seeds",
+        "0",
+        "1",
+        "--protocol",
+        tiny_protocol,
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+    ]
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "quality.csv").open()))
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("darts", "0"),
+        ("darts", "1"),
+        ("gdas", "0"),
+        ("gdas", "1"),
+    ]
+    for r in rows:
+        run = run_dir_for(out, r["method"], int(r["seed"]))
+        genotype = json.loads((run / "genotype.json").read_text())
+        edges = genotype["cells"][0]["edges"]
+        # the table's cell, share and lookup are those of the run's final genotype
+        assert r["status"] == "done" and r["epochs"] == "1/1"
+        assert r["cell"].count("~") == 6
+        free = sum(e[0] in ("none", "skip_connect", "avg_pool_3x3") for e in edges)
+        kept = sum(e[0] != "none" for e in edges)
+        assert float(r["param_free_share"]) == pytest.approx(
+            get_space("nb201").param_free_share(from_nb201_string(r["cell"])), abs=1e-3
+        )
+        assert free <= 6 and kept <= 6
+        assert float(r["wall_s"]) > 0
+        if nb201.available():
+            assert float(r["lookup_acc"]) == pytest.approx(
+                nb201.lookup(from_nb201_string(r["cell"])), abs=0.01
+            )
+    md = (out / "quality.md").read_text()
+    assert "| darts | 2/2 |" in md and "| gdas | 1 | done | 1/1 |" in md
+    assert (out / "quality.png").stat().st_size > 1000
+    # a second call finds everything finished and only rebuilds the outputs
+    assert main([*args[:-2], "--jobs", "1"]) == 0

@@ -40,12 +40,12 @@ def tiny_protocol(tmp_path):
 def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     pc = load_config(["pc_darts", PROTOCOL])
     assert (pc.space.name, pc.space.channels, pc.space.layers) == ("nb201", 8, 1)
-    assert pc.search.epochs == 10 and pc.data.resolution == 16 and pc.data.subset == 0.2
+    assert pc.search.epochs == 8 and pc.data.resolution == 16 and pc.data.subset == 0.2
     # the method's own optimizer, batch and supernet settings survive the protocol
     assert pc.search.w_lr == pytest.approx(0.1) and pc.search.arch_lr == pytest.approx(6e-4)
     assert pc.data.batch_size == 256 and pc.supernet.partial_channels == 4
-    # 15 warm-up epochs of 50 keep their share: 3 of 10
-    assert pc.search.warmup_epochs == 3
+    # 15 warm-up epochs of 50 keep their share: 2 of 8
+    assert pc.search.warmup_epochs == 2
     prime = load_config(["darts_prime", PROTOCOL])
     assert prime.space.exclude_ops == ["none"] and prime.supernet.node_bn
     aca = load_config(["darts", "aca", PROTOCOL])
@@ -53,7 +53,7 @@ def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     rd = load_config(["rdarts", PROTOCOL])  # the darts-only per-cell layout is dropped
     assert rd.space.cells is None and rd.search.regularizers[0].name == "rdarts"
     gdas = load_config(["gdas", PROTOCOL])
-    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 10
+    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 8
 
 
 def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
@@ -239,7 +239,7 @@ def test_bench_quality_cli_writes_table_csv_and_plot(tmp_path, tiny_protocol) ->
                 nb201.lookup(from_nb201_string(r["cell"])), abs=0.01
             )
     md = (out / "quality.md").read_text()
-    assert "| darts | 2/2 |" in md and "| gdas | 1 | done | 1/1 |" in md
+    assert "| darts | 1/1 |" in md and "| gdas | 1 | done | 1/1 |" in md
     assert (out / "quality.png").stat().st_size > 1000
     # a second call finds everything finished and only rebuilds the outputs
     assert main([*args[:-2], "--jobs", "1"]) == 0

@@ -40,7 +40,7 @@ def tiny_protocol(tmp_path):
 def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     pc = load_config(["pc_darts", PROTOCOL])
     assert (pc.space.name, pc.space.channels, pc.space.layers) == ("nb201", 8, 1)
-    assert pc.search.epochs == 8 and pc.data.resolution == 16 and pc.data.subset == 0.2
+    assert pc.search.epochs == 8 and pc.data.resolution == 16 and pc.data.subset == 0.1
     # the method's own optimizer, batch and supernet settings survive the protocol
     assert pc.search.w_lr == pytest.approx(0.1) and pc.search.arch_lr == pytest.approx(6e-4)
     assert pc.data.batch_size == 256 and pc.supernet.partial_channels == 4

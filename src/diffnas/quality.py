@@ -238,7 +238,7 @@ class Row:
             "method": self.method,
             "seed": self.seed,
             "status": self.status,
-            "epochs": f"{self.epochs_done}/{self.epochs}",
+            "epochs": f"{self.epochs_done}/{self.epochs}" if self.epochs else "",
             "wall_s": _num(self.wall_s, 1),
             "search_s": _num(self.search_s, 1),
             "cell": self.cell,

@@ -389,7 +389,8 @@ def markdown(rows: Sequence[Row], title: str = "") -> str:
     )
     for r in rows:
         c = r.csv()
-        cell = f"`{c['cell']}`" if c["cell"] else ""
+        # a table cell: the NB201 string's `|` escaped so Markdown keeps the columns
+        cell = "`" + c["cell"].replace("|", "\\|") + "`" if c["cell"] else ""
         buf.write(
             f"| {r.method} | {r.seed} | {r.status} | {c['epochs']} | {c['wall_s']} "
             f"| {c['search_s']} | {cell} | {c['lookup_acc']} | {c['param_free_share']} |\n"

@@ -237,3 +237,15 @@ def test_bench_quality_cli_writes_table_csv_and_plot(tmp_path, tiny_protocol) ->
     assert (out / "quality.png").stat().st_size > 1000
     # a second call finds everything finished and only rebuilds the outputs
     assert main([*args[:-2], "--jobs", "1"]) == 0
+
+
+def test_a_failing_run_is_a_failed_row_and_is_tried_again(tmp_path, tiny_protocol) -> None:
+    # rdarts compares per-cell α, which the nb201 space does not have: it fails at setup
+    methods = [MethodSpec.parse("rdarts")]
+    out = tmp_path / "bench"
+    (rec,) = execute(plan(methods, [0], out, tiny_protocol, jobs=1))
+    assert rec["status"] == "failed" and "per-cell" in rec["error"]
+    row = read_row(run_dir_for(out, "rdarts", 0), "rdarts", 0)
+    assert row.status == "failed" and row.wall_s is None and row.lookup_acc is None
+    assert (run_dir_for(out, "rdarts", 0) / "bench_error.txt").exists()
+    assert len(plan(methods, [0], out, tiny_protocol, jobs=1).jobs) == 1

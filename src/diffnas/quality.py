@@ -180,12 +180,13 @@ def run_job(job: Job) -> dict[str, Any]:
     except Exception as exc:  # a failed run is a row of the table, not the end of the bench
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
-        if run.path.exists():
-            (run.path / "bench_error.txt").write_text(traceback.format_exc())
+        run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / "bench_error.txt").write_text(traceback.format_exc())
     record["wall_s"] = round(time.monotonic() - start, 2)
     record["resumed"] = resumed
-    if run.path.exists() and record["status"] == "done":
-        atomic_write_json(run.path / BENCH_FILE, record)
+    # a failed run's record marks its row; the next bench tries it again (not "done")
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.path / BENCH_FILE, record)
     return record
 
 
@@ -223,7 +224,7 @@ def execute(
 class Row:
     method: str
     seed: int
-    status: str  # done, running/killed (partial), failed, missing
+    status: str  # done, partial (running or killed), failed, missing
     epochs_done: int
     epochs: int
     wall_s: float | None
@@ -279,8 +280,8 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
     bench: dict[str, Any] = {}
     if (run.path / BENCH_FILE).exists():
         bench = json.loads((run.path / BENCH_FILE).read_text())
-    if bench.get("status") == "done":
-        status = "done"
+    if bench.get("status") in ("done", "failed"):
+        status = bench["status"]
     elif records:
         status = "partial"
     else:
@@ -298,7 +299,7 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
         status=status,
         epochs_done=len(records),
         epochs=epochs,
-        wall_s=bench.get("wall_s") if not bench.get("resumed") else None,
+        wall_s=bench.get("wall_s") if status == "done" and not bench.get("resumed") else None,
         search_s=last.get("time_s"),
         cell=cell_string(genotype),
         lookup_acc=lookup,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,11 @@ Option = tuple[float, tuple[tuple[int, int], ...]]
 
 
 def _slot_options(
-    w: torch.Tensor, ew: torch.Tensor | None, rows: list[int], ops: tuple[str, ...], keep: int | None
+    w: torch.Tensor,
+    ew: torch.Tensor | None,
+    rows: list[int],
+    ops: tuple[str, ...],
+    keep: int | None,
 ) -> list[Option]:
     """Every choice of one slot, best first (ties: enumeration order, like the default rule)."""
     logw = torch.log(w.clamp_min(1e-30))
@@ -69,7 +72,7 @@ def k_best(slots: list[list[Option]], k: int) -> list[tuple[float, tuple[int, ..
         out.append((-neg, idx))
         for i, slot in enumerate(slots):
             if idx[i] + 1 < len(slot):
-                nxt = idx[:i] + (idx[i] + 1,) + idx[i + 1 :]
+                nxt = (*idx[:i], idx[i] + 1, *idx[i + 1 :])
                 if nxt not in seen:
                     seen.add(nxt)
                     score = -neg - slot[idx[i]][0] + slot[idx[i] + 1][0]
@@ -106,7 +109,9 @@ def top_k_blocks(
             picked[key].extend(slot[i][1])
         cells = []
         for key, spec in specs.items():
-            chosen = sorted(picked[key], key=lambda ro: (spec.edges[ro[0]][1], spec.edges[ro[0]][0]))
+            chosen = sorted(
+                picked[key], key=lambda ro: (spec.edges[ro[0]][1], spec.edges[ro[0]][0])
+            )
             edges = tuple(Edge(spec.ops[o], *spec.edges[r]) for r, o in chosen)
             concat = tuple(sorted(spec.incoming())) if keep is not None else None
             cells.append(CellGenotype(spec.cell_type, edges, spec.stage, concat))
@@ -180,5 +185,3 @@ class TopK(Derivation):
         if not self.last:
             return {}
         return {"top_k_log_prob": [round(sc, 4) for sc, _ in self.last]}
-
-

@@ -34,7 +34,7 @@ class EnhancedSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: FunctionCtx, alpha: torch.Tensor, rel_cost: torch.Tensor, mu: float
     ) -> torch.Tensor:
         p = torch.softmax(alpha, dim=-1)
@@ -44,7 +44,7 @@ class EnhancedSoftmax(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: FunctionCtx, grad_p: torch.Tensor
     ) -> tuple[torch.Tensor, None, None]:
         p, rel_cost = ctx.saved_tensors  # type: ignore[attr-defined]

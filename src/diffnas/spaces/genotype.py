@@ -90,7 +90,9 @@ class NetworkLayout:
                 f"least one cell, got {stages!r}"
             )
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise GenotypeError(f"{where}: network.channels must be an integer >= 1, got {channels!r}")
+            raise GenotypeError(
+                f"{where}: network.channels must be an integer >= 1, got {channels!r}"
+            )
         return NetworkLayout(tuple(stages), channels)
 
 

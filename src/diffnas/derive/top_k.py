@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,9 +120,14 @@ def top_k_blocks(
     return out
 
 
-def save_blocks(path: Path, blocks: list[tuple[float, Genotype]]) -> None:
+def save_blocks(path: Path, blocks: Sequence[tuple[float | None, Genotype]]) -> None:
+    """blocks.json: rank, log-probability under the searched α (None: unknown), genotype."""
     records = [
-        {"rank": i + 1, "log_prob": round(score, 6), "genotype": g.to_json()}
+        {
+            "rank": i + 1,
+            "log_prob": None if score is None else round(score, 6),
+            "genotype": g.to_json(),
+        }
         for i, (score, g) in enumerate(blocks)
     ]
     atomic_write_text(path, json.dumps({"k": len(records), "blocks": records}, indent=1) + "\n")

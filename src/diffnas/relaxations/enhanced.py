@@ -44,9 +44,7 @@ class EnhancedSoftmax(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: FunctionCtx, grad_p: torch.Tensor
-    ) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: FunctionCtx, grad_p: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         p, rel_cost = ctx.saved_tensors  # type: ignore[attr-defined]
         grad = grad_p - (p * grad_p).sum(dim=-1, keepdim=True)
         mu = ctx.mu  # type: ignore[attr-defined]

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", "-o", help="run directory (default runs/netsearch-<method>-<dataset>-<time>)"
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a network search")
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (block search)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.network_search.search import netsearch, resume_netsearch
 
     out = Console(soft_wrap=True)
-    log = None if args.no_progress else (lambda m: out.print(m, highlight=False))
+    log = lambda m: out.print(m, highlight=False)  # noqa: E731 (one line per candidate/generation)
     progress = False if args.no_progress else None
     if args.resume:
         if args.from_runs or args.config:

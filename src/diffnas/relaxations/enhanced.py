@@ -70,7 +70,7 @@ class Enhanced(Relaxation):
 
     @dataclass
     class Params:
-        mu: float = 0.1
+        mu: float = 0.01
         metric: str = "params"
 
         def __post_init__(self) -> None:

@@ -169,6 +169,14 @@ def test_tiny_nsga2_two_stages_front_and_resume(tmp_path, capsys) -> None:
     best = min(front, key=lambda r: (r["val_error"], r["params"]))
     assert chosen.info["params"] == best["params"]
     assert count_params(build_model(chosen, num_classes=10, in_channels=1))[0] == best["params"]
+    # diffnas train builds the genotype's own network, whatever the preset's sizes say
+    from diffnas.evaluate.config import load_train_config
+    from diffnas.evaluate.train import Trainer
+
+    trainer = Trainer(load_train_config(["train/digits"], ["threads=1"]), chosen)
+    assert trainer.config.model.channels is None and trainer.config.model.layers is None
+    trained_net = count_params(trainer.model)
+    assert trained_net[0] == best["params"] and trained_net[1] > 0  # + the auxiliary head
     assert (out / "pareto.png").stat().st_size > 0
     assert (out / "pareto.csv").read_text().count("\n") == len(front) + 1
     assert (

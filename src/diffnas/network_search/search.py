@@ -376,9 +376,11 @@ def run_netsearch(
             }
         )
         genotype.save(path / NETWORK)
+    res = config.data.resolution
     title = (
-        f"{ds.label}: NSGA-II {n.generations} gen x {n.population}, proxy "
-        f"{n.proxy_epochs} ep on {n.proxy_subset:g} of train ({n.holdout:g} held out)"
+        f"{ds.label}{f' at {res}x{res}' if res else ''}: NSGA-II {n.generations} gen x "
+        f"{n.population}, proxy {n.proxy_epochs} ep on {n.proxy_subset:g} of train "
+        f"({n.holdout:g} held out)"
     )
     write_outputs(path, records, front, chosen, n.budget, title)
     return NetsearchResult(path, front, chosen, genotype, records, trained)

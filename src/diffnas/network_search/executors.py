@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from diffnas.errors import ConfigError
+from diffnas.errors import ConfigError, DiffnasError
 
 Task = dict[str, Any]
 Result = dict[str, Any]
@@ -49,13 +49,22 @@ def run_process(fn: Callable[[Task], Result], tasks: list[Task], workers: int) -
     """A spawn process pool (no fork of a torch process); results as they complete."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     n = worker_count(workers, len(tasks))
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         futures = [pool.submit(fn, t) for t in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            raise DiffnasError(
+                "a worker of the netsearch process pool died. Spawned workers import the main "
+                "script: a script that calls diffnas.netsearch must do so under "
+                "`if __name__ == '__main__':`. Otherwise a worker ran out of memory: lower "
+                "netsearch.workers, or use netsearch.executor: serial"
+            ) from None
 
 
 def run_ray(

@@ -51,6 +51,8 @@ def run_process(fn: Callable[[Task], Result], tasks: list[Task], workers: int) -
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+    if not tasks:
+        return
     n = worker_count(workers, len(tasks))
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
@@ -71,6 +73,8 @@ def run_ray(
     fn: Callable[[Task], Result], tasks: list[Task], workers: int, address: str | None = None
 ) -> Iterator[Result]:
     """Ray tasks (one CPU each); `ray.init()` starts a local Ray unless `address` is given."""
+    if not tasks:  # everything cached (a resumed run): no cluster to start
+        return
     import ray
 
     if not ray.is_initialized():

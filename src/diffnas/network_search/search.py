@@ -203,7 +203,7 @@ def plot_front(
             marker="*",
             s=220,
             c="tab:blue",
-            zorder=5,
+            zorder=6,
             label="chosen",
         )
     ax.axvline(budget / 1e6, ls="--", c="k", lw=1, label=f"budget {budget / 1e6:g} M")
@@ -211,7 +211,7 @@ def plot_front(
     ax.set_ylabel("validation error after proxy training (%)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, framealpha=0.6)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp)

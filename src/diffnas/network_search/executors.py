@@ -35,28 +35,52 @@ def resolve_executor(name: str) -> str:
     return name
 
 
-def worker_count(workers: int, n_tasks: int) -> int:
-    return max(1, min(workers or os.cpu_count() or 1, n_tasks))
+def worker_count(workers: int) -> int:
+    return max(1, workers or os.cpu_count() or 1)
 
 
-def run_serial(fn: Callable[[Task], Result], tasks: list[Task], workers: int) -> Iterator[Result]:
-    del workers
-    for task in tasks:
-        yield fn(task)
+class Executor:
+    """Runs tasks, yielding results as they finish; workers live until `close`."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = worker_count(workers)
+
+    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+        for task in tasks:
+            yield fn(task)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def run_process(fn: Callable[[Task], Result], tasks: list[Task], workers: int) -> Iterator[Result]:
-    """A spawn process pool (no fork of a torch process); results as they complete."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+class SerialExecutor(Executor):
+    """In the calling process, one task after the other."""
 
-    if not tasks:
-        return
-    n = worker_count(workers, len(tasks))
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-        futures = [pool.submit(fn, t) for t in tasks]
+
+class ProcessExecutor(Executor):
+    """A spawn process pool (no fork of a torch process), kept for every generation."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.pool: Any = None
+
+    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+        if not tasks:  # everything cached (a resumed run): no workers to start
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        futures = [self.pool.submit(fn, t) for t in tasks]
         try:
             for future in as_completed(futures):
                 yield future.result()
@@ -68,34 +92,53 @@ def run_process(fn: Callable[[Task], Result], tasks: list[Task], workers: int) -
                 "netsearch.workers, or use netsearch.executor: serial"
             ) from None
 
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
-def run_ray(
-    fn: Callable[[Task], Result], tasks: list[Task], workers: int, address: str | None = None
-) -> Iterator[Result]:
+
+class RayExecutor(Executor):
     """Ray tasks (one CPU each); `ray.init()` starts a local Ray unless `address` is given."""
-    if not tasks:  # everything cached (a resumed run): no cluster to start
-        return
-    import ray
 
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": address} if address else {}
-        if not address and workers:
-            kwargs["num_cpus"] = workers
-        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
-    remote = ray.remote(num_cpus=1)(fn)
-    pending = [remote.remote(t) for t in tasks]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        for ref in done:
-            yield ray.get(ref)
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        self.explicit_workers = workers
+        super().__init__(workers)
+        self.address = address
+        self.started = False
+
+    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+        if not tasks:  # everything cached (a resumed run): no cluster to start
+            return
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": self.address} if self.address else {}
+            if not self.address and self.explicit_workers:
+                kwargs["num_cpus"] = self.explicit_workers
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+            self.started = True
+        remote = ray.remote(num_cpus=1)(fn)
+        pending = [remote.remote(t) for t in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
 
 
-def executor(name: str, address: str | None = None) -> Callable[..., Iterator[Result]]:
+def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
     name = resolve_executor(name)
     if name == "ray":
-        return lambda fn, tasks, workers: run_ray(fn, tasks, workers, address)
+        return RayExecutor(workers, address)
     if name == "process":
-        return run_process
+        return ProcessExecutor(workers)
     if name == "serial":
-        return run_serial
+        return SerialExecutor(workers)
     raise ConfigError(f"unknown executor '{name}'")

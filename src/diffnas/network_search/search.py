@@ -31,7 +31,7 @@ from diffnas.network_search.evaluate import (
     network_params,
     proxy_config,
 )
-from diffnas.network_search.executors import executor, resolve_executor
+from diffnas.network_search.executors import make_executor, resolve_executor
 from diffnas.network_search.genome import Candidate, GenomeSpace, network_genotype
 from diffnas.spaces.genotype import Genotype
 from diffnas.utils import atomic_write_text
@@ -268,7 +268,7 @@ def run_netsearch(
     device = config.device
     if device == "auto":
         device = "cpu" if resolve_executor(n.executor) != "serial" else device
-    run = executor(n.executor, n.ray_address)
+    pool = make_executor(n.executor, n.workers, n.ray_address)
     file = path / CANDIDATES
     cache = read_candidates(file)
     trained = 0
@@ -299,7 +299,7 @@ def run_netsearch(
             else:  # over the budget: infeasible, not trained
                 cache[c.key] = rec
                 append_record(file, rec)
-        for result in run(evaluate_task, tasks, n.workers):
+        for result in pool.run(evaluate_task, tasks):
             rec = pending.pop(result["key"]) | result
             cache[rec["key"]] = rec
             append_record(file, rec)
@@ -340,24 +340,25 @@ def run_netsearch(
     seen: list[str] = []
     gen = 0
     start = time.monotonic()
-    while algorithm.has_next():
-        pop = algorithm.ask()
-        x = pop.get("X")
-        f, g_ = evaluate(x)
-        Evaluator().eval(StaticProblem(problem, F=f, G=g_), pop)
-        algorithm.tell(infills=pop)
-        gen += 1
-        for row in x.astype(int).tolist():
-            key = space.decode(row).key
-            if key not in seen:
-                seen.append(key)
-        records = [cache[k] for k in seen]
-        front = pareto_front(records)
-        best = min((r["val_error"] for r in front), default=float("nan"))
-        say(
-            f"generation {gen}/{n.generations}: {len(seen)} networks, front {len(front)}, "
-            f"best error under budget {best:.2f} % ({time.monotonic() - start:.0f} s)"
-        )
+    with pool:  # workers (process pool, local Ray) live for the whole search
+        while algorithm.has_next():
+            pop = algorithm.ask()
+            x = pop.get("X")
+            f, g_ = evaluate(x)
+            Evaluator().eval(StaticProblem(problem, F=f, G=g_), pop)
+            algorithm.tell(infills=pop)
+            gen += 1
+            for row in x.astype(int).tolist():
+                key = space.decode(row).key
+                if key not in seen:
+                    seen.append(key)
+            records = [cache[k] for k in seen]
+            front = pareto_front(records)
+            best = min((r["val_error"] for r in front), default=float("nan"))
+            say(
+                f"generation {gen}/{n.generations}: {len(seen)} networks, front {len(front)}, "
+                f"best error under budget {best:.2f} % ({time.monotonic() - start:.0f} s)"
+            )
 
     records = [cache[k] for k in seen]
     front = pareto_front(records)

@@ -9,6 +9,7 @@ trained = diffnas.train(result.genotype, overrides=["train.epochs=5"])
 from diffnas.config import Config, load_config
 from diffnas.errors import DiffnasError
 from diffnas.evaluate import TrainConfig, TrainResult, resume_training, train
+from diffnas.network_search.search import NetsearchResult, netsearch, resume_netsearch
 from diffnas.search import Searcher, SearchResult, resume, search
 from diffnas.spaces import Genotype, get_space, load_genotype
 
@@ -18,6 +19,7 @@ __all__ = [
     "Config",
     "DiffnasError",
     "Genotype",
+    "NetsearchResult",
     "SearchResult",
     "Searcher",
     "TrainConfig",
@@ -25,7 +27,9 @@ __all__ = [
     "get_space",
     "load_config",
     "load_genotype",
+    "netsearch",
     "resume",
+    "resume_netsearch",
     "resume_training",
     "search",
     "train",

@@ -152,6 +152,46 @@ class LogConfig:
 
 
 @dataclass
+class NetsearchConfig:
+    """The network-level search (`diffnas netsearch`): NSGA-II over networks of searched blocks.
+
+    Read by `diffnas netsearch` only; a block search (`diffnas search`) ignores it.
+    """
+
+    # parameter budget: candidates above it are infeasible (and not trained)
+    budget: int = 1_000_000
+    generations: int = 10
+    population: int = 12
+    # stages of the network (separated by one reduction cell each)
+    stages: int = 3
+    # [min, max] normal cells per stage
+    blocks: list[int] = field(default_factory=lambda: [1, 4])
+    # choices of initial channels C
+    channels: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24, 32, 36])
+    # use the best `top_k` blocks of the block search (null: every block it saved)
+    top_k: int | None = None
+    # the proxy training of each candidate (validation error objective)
+    proxy_epochs: int = 2
+    # fraction of the training split used by the proxy (held-out part included)
+    proxy_subset: float = 1.0
+    # share of that data held out to measure the validation error
+    holdout: float = 0.2
+    proxy_lr: float = 0.05
+    # null: data.batch_size
+    proxy_batch_size: int | None = None
+    # where candidates train: auto (ray if installed, else process), ray, process, serial
+    executor: str = "auto"
+    # parallel candidates (process pool / ray tasks); 0 = the CPU count
+    workers: int = 0
+    # torch threads per candidate
+    threads_per_worker: int = 1
+    # ray: address of a running cluster (null: ray.init() starts a local one)
+    ray_address: str | None = None
+    # the chosen network: best (lowest error under the budget) or knee (of the front)
+    choose: str = "best"
+
+
+@dataclass
 class Config:
     """A search run."""
 
@@ -166,6 +206,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    netsearch: NetsearchConfig = field(default_factory=NetsearchConfig)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -434,10 +475,40 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data.subset must be in (0, 1], got {config.data.subset}")
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{config.device}'")
+    validate_netsearch(config.netsearch)
     if config.supernet.partial_channels < 1:
         raise ConfigError(
             f"supernet.partial_channels must be >= 1 (1 = off), got {config.supernet.partial_channels}"
         )
+
+
+EXECUTORS = ("auto", "ray", "process", "serial")
+CHOICES = ("best", "knee")
+
+
+def validate_netsearch(n: NetsearchConfig) -> None:
+    w = "netsearch"
+    if n.budget < 1:
+        raise ConfigError(f"{w}.budget must be a parameter count >= 1, got {n.budget}")
+    for key in ("generations", "population", "proxy_epochs", "threads_per_worker"):
+        if getattr(n, key) < 1:
+            raise ConfigError(f"{w}.{key} must be at least 1, got {getattr(n, key)}")
+    if len(n.blocks) != 2:
+        raise ConfigError(f"{w}.blocks must be [min, max] normal cells per stage, got {n.blocks}")
+    if n.top_k is not None and n.top_k < 1:
+        raise ConfigError(f"{w}.top_k must be >= 1 or null (every block), got {n.top_k}")
+    if not 0.0 < n.proxy_subset <= 1.0:
+        raise ConfigError(f"{w}.proxy_subset must be in (0, 1], got {n.proxy_subset}")
+    if not 0.0 < n.holdout < 1.0:
+        raise ConfigError(f"{w}.holdout must be in (0, 1), got {n.holdout}")
+    if n.executor not in EXECUTORS:
+        raise ConfigError(
+            f"{w}.executor must be one of {', '.join(EXECUTORS)}{did_you_mean(n.executor, EXECUTORS)}"
+        )
+    if n.choose not in CHOICES:
+        raise ConfigError(f"{w}.choose must be best or knee, got '{n.choose}'")
+    if n.workers < 0:
+        raise ConfigError(f"{w}.workers must be >= 0 (0 = the CPU count), got {n.workers}")
 
 
 def dump_config(config: Any) -> str:

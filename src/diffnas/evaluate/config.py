@@ -31,6 +31,9 @@ class ModelConfig:
     auxiliary_weight: float = 0.4
     # drop-path probability, increased linearly from 0 at the first epoch (darts only)
     drop_path: float = 0.2
+    # a genotype with a `network` section (from `diffnas netsearch`) brings its own stages and
+    # channels, which then replace `channels` and `layers`; false: use `channels`/`layers`
+    genotype_network: bool = True
 
 
 @dataclass
@@ -46,6 +49,13 @@ class TrainLoopConfig:
     label_smoothing: float = 0.0
     # test accuracy every N epochs (and always after the last); 0 = only after the last
     eval_every: int = 1
+    # fraction of the (subset of the) training split held out as a validation split: the
+    # network trains on the rest and is evaluated on it (val_acc) instead of the test split,
+    # e.g. for the proxy training of the network-level search. 0 = off.
+    holdout: float = 0.0
+    # seed of the data.subset and holdout selection (null: the run's seed); fixing it gives
+    # runs with different seeds the same split
+    split_seed: int | None = None
 
 
 @dataclass
@@ -111,6 +121,11 @@ def validate_train(config: TrainConfig) -> None:
     if t.eval_every < 0:
         raise ConfigError(
             f"train.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}"
+        )
+    if not 0.0 <= t.holdout < 1.0:
+        raise ConfigError(
+            f"train.holdout must be in [0, 1) (the held-out share of the training split), "
+            f"got {t.holdout}"
         )
     if not 0.0 <= t.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")

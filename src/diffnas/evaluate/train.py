@@ -48,14 +48,17 @@ class TrainResult:
     run_dir: Path | None
     test_acc: float | None
     config: TrainConfig = field(repr=False)
+    # accuracy on the held-out validation split (train.holdout > 0)
+    val_acc: float | None = None
 
     def __str__(self) -> str:
         last = self.history[-1] if self.history else {}
         acc = "-" if self.test_acc is None else f"{self.test_acc:.2f} %"
+        held = "" if self.val_acc is None else f", validation (held out) {self.val_acc:.2f} %"
         lines = [
             f"trained {self.genotype.name or self.genotype.space + ' genotype'} for "
             f"{len(self.history)} epoch(s): train {last.get('train_acc', math.nan):.2f} %, "
-            f"test {acc}"
+            f"test {acc}{held}"
         ]
         if self.run_dir is not None:
             lines.append(f"run directory: {self.run_dir}")
@@ -76,6 +79,7 @@ class Trainer:
         dataset: Dataset | None = None,
     ) -> None:
         validate_train(config)
+        config = with_genotype_network(config, genotype)
         self.config = config
         self.run = run
         set_threads(config.threads)
@@ -87,10 +91,26 @@ class Trainer:
         self.dataset = ds
         d = config.data
         n = len(ds.train)
+        split_seed = config.seed if config.train.split_seed is None else config.train.split_seed
         perm = torch.randperm(
-            n, generator=torch.Generator().manual_seed(derived_seed(config.seed, 99))
+            n, generator=torch.Generator().manual_seed(derived_seed(split_seed, 99))
         )
         idx = perm[: max(1, int(round(d.subset * n)))].sort().values
+        held: torch.Tensor | None = None
+        if config.train.holdout > 0:
+            n_held = int(round(config.train.holdout * len(idx)))
+            if not 0 < n_held < len(idx):
+                raise ConfigError(
+                    f"train.holdout={config.train.holdout} of {len(idx)} training images leaves "
+                    f"{n_held} for validation and {len(idx) - n_held} for training; both need "
+                    f"at least one (raise data.subset or change train.holdout)"
+                )
+            shuffled = idx[
+                torch.randperm(
+                    len(idx), generator=torch.Generator().manual_seed(derived_seed(split_seed, 98))
+                )
+            ]
+            held, idx = shuffled[:n_held].sort().values, shuffled[n_held:].sort().values
         self.mean, self.std = ds.mean_std()
         self.train_stream = BatchStream(
             ds.train,
@@ -104,6 +124,19 @@ class Trainer:
             device=self.device,
         )
         self.test_stream = eval_stream(ds, self.mean, self.std, d.batch_size, self.device)
+        self.val_stream: BatchStream | None = None
+        if held is not None:
+            self.val_stream = BatchStream(
+                ds.train,
+                held,
+                d.batch_size,
+                self.mean,
+                self.std,
+                None,
+                shuffle=False,
+                drop_last=False,
+                device=self.device,
+            )
         m = config.model
         self.model = build_model(
             genotype,
@@ -190,9 +223,18 @@ class Trainer:
         self.meters.add("train", loss, logits, y)
 
     def test(self) -> EvalResult:
+        return self._evaluate(self.test_stream)
+
+    def validate(self) -> EvalResult:
+        """Loss and accuracy on the held-out split (train.holdout > 0)."""
+        if self.val_stream is None:
+            raise ConfigError("validate() needs a held-out split: set train.holdout > 0")
+        return self._evaluate(self.val_stream)
+
+    def _evaluate(self, stream: BatchStream) -> EvalResult:
         self.model.eval()
         try:
-            return evaluate(pytorch_predict(self.model), self.test_stream)
+            return evaluate(pytorch_predict(self.model), stream)
         finally:
             self.model.train()
 
@@ -209,12 +251,14 @@ class Trainer:
         if self.run is not None:
             self.genotype.save(self.run.genotype_path)
         tested = [h["test_acc"] for h in self.history if h.get("test_acc") is not None]
+        validated = [h["val_acc"] for h in self.history if h.get("val_acc") is not None]
         return TrainResult(
             self.genotype,
             self.history,
             self.run.path if self.run else None,
             tested[-1] if tested else None,
             self.config,
+            validated[-1] if validated else None,
         )
 
     def _run_epoch(self) -> None:
@@ -237,8 +281,12 @@ class Trainer:
         metrics = self._epoch_metrics(epoch)
         every = self.config.train.eval_every
         if epoch + 1 == self.epochs or (every and (epoch + 1) % every == 0):
-            result = self.test()
-            metrics["test_loss"], metrics["test_acc"] = result.loss, result.accuracy
+            if self.val_stream is not None:  # held-out validation replaces the test split
+                result = self.validate()
+                metrics["val_loss"], metrics["val_acc"] = result.loss, result.accuracy
+            else:
+                result = self.test()
+                metrics["test_loss"], metrics["test_acc"] = result.loss, result.accuracy
         # the epoch is complete: a checkpoint written now resumes at the next one
         self.epoch, self.step = epoch + 1, 0
         self.meters.reset()
@@ -308,6 +356,21 @@ class Trainer:
 
 
 # =========================================================================== entry points
+def with_genotype_network(config: TrainConfig, genotype: Genotype) -> TrainConfig:
+    """The config with model.channels/layers cleared when the genotype's network section rules."""
+    m = config.model
+    if genotype.network is None or not m.genotype_network:
+        return config
+    if m.network != "cifar":
+        raise ConfigError(
+            f"the genotype's network section describes a cifar network; set model.network: "
+            f"cifar, or model.genotype_network: false to build the {m.network} network"
+        )
+    if m.channels is None and m.layers is None:
+        return config
+    return replace(config, model=replace(m, channels=None, layers=None))
+
+
 def default_callbacks(config: TrainConfig, progress: bool | None = None) -> list[Callback]:
     from diffnas.callbacks.progress import ProgressBar
 
@@ -385,6 +448,7 @@ def train(
     else:
         g = load_genotype(genotype)
         cfg = replace(cfg, genotype=str(genotype))
+    cfg = with_genotype_network(cfg, g)
     path = out if out is not None else cfg.out
     run = RunDir.create(cfg, path if path is not None else default_run_path(cfg, g))
     g.save(run.genotype_path)

@@ -172,6 +172,17 @@ class DartsSpace(Space):
     ) -> nn.Module:
         self.validate(genotype)
         self.check_network(network, ("cifar", "imagenet"))
+        stages = None
+        if genotype.network is not None:
+            if network != "cifar":
+                raise ConfigError(
+                    f"this genotype's network section describes a cifar network "
+                    f"({genotype.network.to_json()}); build it with network 'cifar'"
+                )
+            if layers is None:  # explicit sizes override the genotype's own
+                stages = genotype.network.stages
+                layers = genotype.network.layers
+            channels = channels or genotype.network.channels
         if network == "imagenet":
             from diffnas.spaces.darts_imagenet import DartsImageNetNetwork
 
@@ -185,7 +196,14 @@ class DartsSpace(Space):
                 in_channels,
             )
         return DartsNetwork(
-            genotype, channels or 36, num_classes, layers or 20, auxiliary, drop_path, in_channels
+            genotype,
+            channels or 36,
+            num_classes,
+            layers or 20,
+            auxiliary,
+            drop_path,
+            in_channels,
+            stages=stages,
         )
 
 
@@ -367,13 +385,26 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def network_cells(genotype: Genotype, layers: int) -> list[tuple[CellGenotype, bool]]:
+def stage_reductions(stages: tuple[int, ...]) -> set[int]:
+    """Indices of the reduction cells of a network with `stages` normal cells per stage."""
+    out, i = set(), 0
+    for n in stages[:-1]:
+        i += n
+        out.add(i)
+        i += 1
+    return out
+
+
+def network_cells(
+    genotype: Genotype, layers: int, stages: tuple[int, ...] | None = None
+) -> list[tuple[CellGenotype, bool]]:
     """(searched cell, is_reduction) for each of the `layers` cells of a discrete network.
 
-    Reductions sit at 1/3 and 2/3 of depth; per-stage searched cells are mapped to the
-    normal cells of their stage by relative position (`Genotype.cell_for`).
+    Reductions sit at 1/3 and 2/3 of depth, or between the given `stages` (normal cells per
+    stage); per-stage searched cells are mapped to the normal cells of their stage by
+    relative position (`Genotype.cell_for`).
     """
-    reds = reduction_layers(layers)
+    reds = reduction_layers(layers) if stages is None else stage_reductions(stages)
     stage_sizes: list[int] = [0]  # normal cells per stage
     for i in range(layers):
         if i in reds:
@@ -408,8 +439,11 @@ class DartsNetwork(nn.Module):
         drop_path_prob: float,
         in_channels: int = 3,
         stem_multiplier: int = 3,
+        stages: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        if stages is not None:
+            layers = sum(stages) + len(stages) - 1
         self.drop_path_prob = drop_path_prob
         self.aux_pos = 2 * layers // 3
         c_curr = stem_multiplier * channels
@@ -420,7 +454,7 @@ class DartsNetwork(nn.Module):
         self.cells = nn.ModuleList()
         reduction_prev = False
         c_aux = 0
-        for i, (cell_g, reduction) in enumerate(network_cells(genotype, layers)):
+        for i, (cell_g, reduction) in enumerate(network_cells(genotype, layers, stages)):
             if reduction:
                 c_curr *= 2
             cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev)

@@ -3,6 +3,8 @@
 A genotype is a list of cells; each cell has a type (normal/reduce), the stage it belongs
 to (None = shared by every stage), and its edges `[op, from, to]` (plus an optional ACA
 skip fraction). The classic DARTS pair is two shared cells; RDARTS has five per-stage cells.
+An optional `network` section fixes the discrete network's skeleton (normal cells per stage,
+initial channels), as the network-level search (`diffnas netsearch`) writes it.
 """
 
 from __future__ import annotations
@@ -51,11 +53,57 @@ class CellGenotype:
 
 
 @dataclass(frozen=True)
+class NetworkLayout:
+    """The skeleton of a discrete network: normal cells in each stage, initial channels.
+
+    Stages are separated by one reduction cell each (darts: `stages=(2, 2, 2)` with
+    `channels=16` is the 8-cell C=16 network, reductions at 1/3 and 2/3 of depth).
+    """
+
+    stages: tuple[int, ...]
+    channels: int
+
+    @property
+    def layers(self) -> int:
+        """Cells in total, reductions included."""
+        return sum(self.stages) + len(self.stages) - 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stages": list(self.stages), "channels": self.channels}
+
+    @staticmethod
+    def from_json(raw: Any, where: str) -> NetworkLayout:
+        if not isinstance(raw, dict) or set(raw) != {"stages", "channels"}:
+            raise GenotypeError(
+                f"{where}: 'network' must be an object with keys stages (normal cells per "
+                f'stage) and channels, e.g. {{"stages": [2, 2, 2], "channels": 16}}'
+            )
+        stages, channels = raw["stages"], raw["channels"]
+        if (
+            not isinstance(stages, list)
+            or not stages
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in stages)
+            or sum(stages) < 1
+        ):
+            raise GenotypeError(
+                f"{where}: network.stages must be a non-empty list of cell counts >= 0 with at "
+                f"least one cell, got {stages!r}"
+            )
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+            raise GenotypeError(
+                f"{where}: network.channels must be an integer >= 1, got {channels!r}"
+            )
+        return NetworkLayout(tuple(stages), channels)
+
+
+@dataclass(frozen=True)
 class Genotype:
     space: str
     cells: tuple[CellGenotype, ...]
     name: str | None = None
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # the discrete network's skeleton; None: the network builder's sizes (e.g. 20 cells, C=36)
+    network: NetworkLayout | None = None
 
     # ------------------------------------------------------------------ access
     def cells_of(self, cell_type: str) -> list[CellGenotype]:
@@ -93,6 +141,8 @@ class Genotype:
         if self.name:
             out["name"] = self.name
         out["cells"] = [c.to_json() for c in self.cells]
+        if self.network is not None:
+            out["network"] = self.network.to_json()
         if self.info:
             out["info"] = self.info
         return out
@@ -111,9 +161,10 @@ class Genotype:
         if not isinstance(data, dict):
             raise GenotypeError(f"{source}: expected a JSON object, got {type(data).__name__}")
         for key in data:
-            if key not in ("space", "name", "cells", "info"):
+            if key not in ("space", "name", "cells", "network", "info"):
                 raise GenotypeError(
-                    f"{source}: unknown key '{key}'; a genotype has keys space, name, cells, info"
+                    f"{source}: unknown key '{key}'; a genotype has keys space, name, cells, "
+                    f"network, info"
                 )
         if "space" not in data or not isinstance(data["space"], str):
             raise GenotypeError(f'{source}: missing \'space\' (e.g. "darts" or "nb201")')
@@ -124,7 +175,12 @@ class Genotype:
         info = data.get("info") or {}
         if not isinstance(info, dict):
             raise GenotypeError(f"{source}: 'info' must be an object")
-        return Genotype(data["space"], tuple(cells), data.get("name"), info)
+        network = (
+            NetworkLayout.from_json(data["network"], source)
+            if data.get("network") is not None
+            else None
+        )
+        return Genotype(data["space"], tuple(cells), data.get("name"), info, network)
 
     @staticmethod
     def load(path: str | Path) -> Genotype:

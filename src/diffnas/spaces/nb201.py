@@ -94,6 +94,11 @@ class Nb201Space(Space):
 
     def validate(self, genotype: Genotype) -> Genotype:
         self.check_space(genotype)
+        if genotype.network is not None:
+            raise GenotypeError(
+                "nb201 genotypes take no 'network' section (its network is fixed: 3 stages of "
+                "equal cells); drop it and choose sizes with --channels/--layers"
+            )
         if len(genotype.cells) != 1 or genotype.cells[0].type != "normal":
             raise GenotypeError(
                 f"an nb201 genotype has exactly one normal cell, got {len(genotype.cells)} cell(s)"

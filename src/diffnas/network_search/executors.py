@@ -1,0 +1,144 @@
+"""Where candidates train: Ray tasks, a process pool (spawn), or this process.
+
+Each executor yields results as candidates finish, so the caller stores every one at once;
+results do not depend on the executor (a candidate's result is a function of its task).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from diffnas.errors import ConfigError, DiffnasError
+
+Task = dict[str, Any]
+Result = dict[str, Any]
+
+
+def ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_executor(name: str) -> str:
+    if name == "auto":
+        return "ray" if ray_available() else "process"
+    if name == "ray" and not ray_available():
+        raise ConfigError(
+            "netsearch.executor is 'ray' but ray is not installed; pip install 'diffnas[ray]' "
+            "or set netsearch.executor: process"
+        )
+    return name
+
+
+def worker_count(workers: int) -> int:
+    return max(1, workers or os.cpu_count() or 1)
+
+
+class Executor:
+    """Runs tasks, yielding results as they finish; workers live until `close`."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = worker_count(workers)
+
+    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+        for task in tasks:
+            yield fn(task)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SerialExecutor(Executor):
+    """In the calling process, one task after the other."""
+
+
+class ProcessExecutor(Executor):
+    """A spawn process pool (no fork of a torch process), kept for every generation."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.pool: Any = None
+
+    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+        if not tasks:  # everything cached (a resumed run): no workers to start
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        futures = [self.pool.submit(fn, t) for t in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            raise DiffnasError(
+                "a worker of the netsearch process pool died. Spawned workers import the main "
+                "script: a script that calls diffnas.netsearch must do so under "
+                "`if __name__ == '__main__':`. Otherwise a worker ran out of memory: lower "
+                "netsearch.workers, or use netsearch.executor: serial"
+            ) from None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
+class RayExecutor(Executor):
+    """Ray tasks (one CPU each); `ray.init()` starts a local Ray unless `address` is given."""
+
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        self.explicit_workers = workers
+        super().__init__(workers)
+        self.address = address
+        self.started = False
+
+    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+        if not tasks:  # everything cached (a resumed run): no cluster to start
+            return
+        import ray
+
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": self.address} if self.address else {}
+            if not self.address and self.explicit_workers:
+                kwargs["num_cpus"] = self.explicit_workers
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+            self.started = True
+        remote = ray.remote(num_cpus=1)(fn)
+        pending = [remote.remote(t) for t in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+            self.started = False
+
+
+def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
+    name = resolve_executor(name)
+    if name == "ray":
+        return RayExecutor(workers, address)
+    if name == "process":
+        return ProcessExecutor(workers)
+    if name == "serial":
+        return SerialExecutor(workers)
+    raise ConfigError(f"unknown executor '{name}'")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffnas.supernet.base import relayout
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import Active, SourceOps
 
@@ -76,7 +77,9 @@ def plain_dag_forward(
 
 
 def make_plain(model: nn.Module) -> nn.Module:
-    """Switch a built supernet (in place) to the plain computation; returns it."""
+    """Switch a built supernet (in place) to the plain computation (NCHW); returns it."""
+    relayout(model, torch.contiguous_format)
+    setattr(model, "memory_format", torch.contiguous_format)  # noqa: B010 (any Module)
     for m in model.modules():
         if isinstance(m, SourceOps):
             m.forward = types.MethodType(plain_source_forward, m)  # type: ignore[method-assign]

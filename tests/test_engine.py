@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.spaces import get_space
+from diffnas.supernet.kernels import depthwise_conv, fast_depthwise
 from diffnas.supernet.mixed import MixWeights
 from diffnas.supernet.plain import make_plain
 
@@ -89,3 +90,18 @@ def test_plain_reference_runs_every_op_module_in_nchw() -> None:
     net(torch.randn(2, 3, 8, 8), MixWeights({"cell": w}))
     # stem + 3 cells x 6 edges x 2 convs + 2 residual blocks x 3 convs, all NCHW
     assert len(calls) == 1 + 3 * 12 + 2 * 3 and all(calls)
+
+
+@pytest.mark.parametrize(("k", "d", "s"), [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 2), (3, 1, 2)])
+@pytest.mark.parametrize("size", [8, 7])
+def test_depthwise_kernel_matches_conv2d_gradients(k, d, s, size) -> None:
+    conv = torch.nn.Conv2d(3, 3, k, s, d * (k - 1) // 2, dilation=d, groups=3, bias=False)
+    conv = conv.double()
+    assert fast_depthwise(conv)
+    x = torch.randn(2, 3, size, size, dtype=torch.double, requires_grad=True)
+    out = depthwise_conv(conv, x)
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (x, conv.weight), g)
+    ref = torch.autograd.grad(conv(x), (x, conv.weight), g)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffnas.supernet.kernels import depthwise_conv, fast_depthwise
+
 Active = list[list[int]]
 
 
@@ -164,7 +166,7 @@ def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.
         h = torch.cat([last.conv_1(h), last.conv_2(y2)], dim=1)
         body, last = [last.bn], last.bn
     for m in body[:-1]:
-        h = m(h)
+        h = depthwise_conv(m, h) if isinstance(m, nn.Conv2d) and fast_depthwise(m) else m(h)
     if _stateless_bn(last):
         assert isinstance(last, nn.BatchNorm2d)
         scale = w.reshape(1).expand(h.shape[1]).contiguous()  # stride-0 weights are slow

@@ -1,0 +1,89 @@
+"""Faster formulations of supernet layers whose stock CPU backward is slow.
+
+Depthwise convolution: PyTorch's CPU backward for the input gradient of a depthwise conv
+with dilation or stride runs at a fraction of the forward's speed; the input gradient is
+itself a depthwise convolution (of the output gradient, zero-interleaved for stride 2,
+with the flipped kernel), which runs at forward speed. The weight gradient stays
+PyTorch's. Results equal F.conv2d's to float rounding (tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        stride: int,
+        padding: int,
+        dilation: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation)
+        return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        c = x.shape[1]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            g = grad
+            if stride > 1:  # zero-interleave back to the input's resolution
+                g = torch.zeros_like(x, memory_format=_format(grad))
+                g[:, :, ::stride, ::stride] = grad
+            grad_x = F.conv2d(g, weight.flip(-1, -2), None, 1, padding, dilation, c)
+            grad_x = grad_x[:, :, : x.shape[2], : x.shape[3]]
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                [stride, stride],
+                [padding, padding],
+                [dilation, dilation],
+                False,
+                [0, 0],
+                c,
+                [False, True, False],
+            )[1]
+        return grad_x, grad_w, None, None, None
+
+
+def _format(t: torch.Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last
+        if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+        else torch.contiguous_format
+    )
+
+
+def fast_depthwise(m: nn.Conv2d) -> bool:
+    """Whether `m` is a conv the depthwise kernel computes exactly (square, symmetric pad)."""
+    k, s, p, d = m.kernel_size, m.stride, m.padding, m.dilation
+    return (
+        m.groups == m.in_channels == m.out_channels
+        and m.bias is None
+        and m.padding_mode == "zeros"
+        and isinstance(p, tuple)
+        and k[0] == k[1]
+        and s[0] == s[1]
+        and p[0] == p[1]
+        and d[0] == d[1]
+        and 2 * p[0] == d[0] * (k[0] - 1)  # 'same' padding: the flipped kernel lines up
+    )
+
+
+def depthwise_conv(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """m(x) for a conv that `fast_depthwise` accepts, with the faster backward."""
+    return _DepthwiseConv.apply(x, m.weight, m.stride[0], m.padding[0], m.dilation[0])

@@ -165,7 +165,12 @@ def run(
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode:
                     raise RuntimeError(f"benchmark worker failed:\n{proc.stderr[-3000:]}")
-                results[impl].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                results[impl].append(r)
+                echo(
+                    f"  {space} {impl}: {r['step_s']:.3f} s/step, peak RSS "
+                    f"{r['peak_rss_mb']:.0f} MB"
+                )
         # ratio per round (adjacent processes), then the median over rounds
         ratios = [p["step_s"] / e["step_s"] for p, e in zip(results["plain"], results["engine"])]
         flops = results["plain"][0]["flops"]

@@ -108,4 +108,4 @@ class _DenseGrad(torch.autograd.Function):
 
 def dense_grad(x: torch.Tensor) -> torch.Tensor:
     """x, with a dense gradient in backward (see _DenseGrad)."""
-    return _DenseGrad.apply(x) if x.requires_grad else x  # type: ignore[no-any-return]
+    return _DenseGrad.apply(x) if x.requires_grad else x

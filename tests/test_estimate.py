@@ -41,13 +41,13 @@ def test_line_through_two_probe_sizes() -> None:
 
 def test_largest_batch_is_the_last_that_fits() -> None:
     e = make(available=1500.0)
-    # peak(b) = 500 + 1.5 * (20 + 10 b) <= 0.9 * 1500  ->  b <= 54.6
-    assert e.largest_batch() == 54
-    assert e.suggested_batch() == 48
+    # peak(b) = 500 + F * (20 + 10 b) must stay within 90 % of 1500 MB
     peak = lambda b: 500 + BACKWARD_FACTOR * (20 + 10 * b)  # noqa: E731
-    assert peak(54) <= HEADROOM * 1500 < peak(55)
+    b = e.largest_batch()
+    assert peak(b) <= HEADROOM * 1500 < peak(b + 1)
+    assert 8 <= b < 64 and e.suggested_batch() == b - b % 8
     assert not e.fits
-    with pytest.raises(ResourceError, match=r"data\.batch_size=48"):
+    with pytest.raises(ResourceError, match=rf"data\.batch_size={b - b % 8}\b"):
         e.check()
     make(available=5000.0).check()  # fits: no error
     with pytest.raises(ResourceError, match="even batch size 1"):

@@ -8,7 +8,7 @@ linearly with the batch size, so two probe sizes give the line, extrapolated to 
 configured batch. Expected peak resident memory = what the process holds with the run
 built + weight gradients and optimizer state + the activations times
 `BACKWARD_FACTOR` (the backward pass holds activation gradients next to the
-activations; calibrated against measured peaks, see docs/engine.md).
+activations; calibrated against the peaks `diffnas bench speed` measured).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import torch
 from diffnas.config import Config
 from diffnas.errors import ResourceError
 
-BACKWARD_FACTOR = 1.5
+# peak - (process with the run built) = 1.43 x activations for nb201 and 1.20 x for darts
+# (C=16, batch 64, measured by `diffnas bench speed`): the larger, rounded up
+BACKWARD_FACTOR = 1.45
 HEADROOM = 0.9  # use at most this share of the available memory
 
 
@@ -176,6 +178,8 @@ def estimate(config: Config, probe_sizes: tuple[int, int] = (8, 16), repeats: in
     from diffnas.search import Searcher
 
     s = Searcher(config)
+    built = rss_mb()  # before the probe: what it allocates and frees is not the run's
+    param_mb = sum(p.numel() * p.element_size() for p in s.model.parameters()) / 2**20
     batch_size = config.data.batch_size
     train = next(iter(s.data.train.epoch(0)))
     val = s.val_stream.next()
@@ -190,7 +194,8 @@ def estimate(config: Config, probe_sizes: tuple[int, int] = (8, 16), repeats: in
         times[b] = min(t for t, _ in runs)
         acts[b] = max(a for _, a in runs)
     t_at, act_at = _line(times, batch_size), _line(acts, batch_size)
-    base = rss_mb() if s.device.type == "cpu" else _device_base_mb(s)
+    # + weight gradients and momentum buffers
+    base = (built if s.device.type == "cpu" else _device_base_mb(s)) + 2 * param_mb
     per_sample = max(act_at - _line(acts, 0), 0.0) / batch_size if batch_size else 0.0
     activation = max(act_at, 0.0)
     steps = s.steps_per_epoch

@@ -34,30 +34,84 @@ class _DepthwiseConv(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
-        c = x.shape[1]
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            g = grad
-            if stride > 1:  # zero-interleave back to the input's resolution
-                g = torch.zeros_like(x, memory_format=_format(grad))
-                g[:, :, ::stride, ::stride] = grad
-            grad_x = F.conv2d(g, weight.flip(-1, -2), None, 1, padding, dilation, c)
-            grad_x = grad_x[:, :, : x.shape[2], : x.shape[3]]
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad,
-                x,
-                weight,
-                None,
-                [stride, stride],
-                [padding, padding],
-                [dilation, dilation],
-                False,
-                [0, 0],
-                c,
-                [False, True, False],
-            )[1]
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x, grad_w = _depthwise_backward(
+            grad, x, weight, stride, padding, dilation, need_x, need_w
+        )
         return grad_x, grad_w, None, None, None
+
+
+def _depthwise_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    c = x.shape[1]
+    grad_x = grad_w = None
+    if need_x:
+        g = grad
+        if stride > 1:  # zero-interleave back to the input's resolution
+            g = torch.zeros_like(x, memory_format=_format(grad))
+            g[:, :, ::stride, ::stride] = grad
+        grad_x = F.conv2d(g, weight.flip(-1, -2), None, 1, padding, dilation, c)
+        grad_x = grad_x[:, :, : x.shape[2], : x.shape[3]]
+    if need_w:
+        grad_w = torch.ops.aten.convolution_backward(
+            grad,
+            x,
+            weight,
+            None,
+            [stride, stride],
+            [padding, padding],
+            [dilation, dilation],
+            False,
+            [0, 0],
+            c,
+            [False, True, False],
+        )[1]
+    return grad_x, grad_w
+
+
+class _DepthwisePointwise(torch.autograd.Function):
+    """pointwise(depthwise(x)), keeping only x for backward: the depthwise output is
+    recomputed there (a depthwise forward is cheap; its output is a full activation)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        w_dw: torch.Tensor,
+        w_pw: torch.Tensor,
+        stride: int,
+        padding: int,
+        dilation: int,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, w_dw, w_pw)
+        ctx.conf = (stride, padding, dilation)
+        h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
+        return F.conv2d(h, w_pw)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w_dw, w_pw = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
+        h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
+        grad_h, grad_pw = torch.ops.aten.convolution_backward(
+            grad, h, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            [need_x or need_dw, need_pw, False],
+        )[:2]  # fmt: skip
+        grad_x = grad_dw = None
+        if need_x or need_dw:
+            grad_x, grad_dw = _depthwise_backward(
+                grad_h, x, w_dw, stride, padding, dilation, need_x, need_dw
+            )
+        return grad_x, grad_dw, grad_pw, None, None, None
 
 
 def _format(t: torch.Tensor) -> torch.memory_format:
@@ -104,6 +158,24 @@ class _DenseGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return grad.contiguous(memory_format=ctx.fmt)
+
+
+def pointwise_1x1(m: nn.Conv2d) -> bool:
+    """Whether `m` is a plain 1x1 conv (no bias, stride 1, no padding, one group)."""
+    return (
+        m.kernel_size == (1, 1)
+        and m.stride == (1, 1)
+        and m.padding == (0, 0)
+        and m.groups == 1
+        and m.bias is None
+    )
+
+
+def depthwise_pointwise(dw: nn.Conv2d, pw: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """pw(dw(x)) for `fast_depthwise(dw)` and `pointwise_1x1(pw)`, without keeping dw(x)."""
+    return _DepthwisePointwise.apply(
+        x, dw.weight, pw.weight, dw.stride[0], dw.padding[0], dw.dilation[0]
+    )
 
 
 def dense_grad(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnas.supernet.kernels import depthwise_conv, fast_depthwise
+from diffnas.supernet.kernels import (
+    depthwise_conv,
+    depthwise_pointwise,
+    fast_depthwise,
+    pointwise_1x1,
+)
 
 Active = list[list[int]]
 
@@ -165,8 +170,19 @@ def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.
         y2 = F.pad(h, (0, 1, 0, 1))[:, :, 1:, 1:]
         h = torch.cat([last.conv_1(h), last.conv_2(y2)], dim=1)
         body, last = [last.bn], last.bn
-    for m in body[:-1]:
-        h = depthwise_conv(m, h) if isinstance(m, nn.Conv2d) and fast_depthwise(m) else m(h)
+    i = 0
+    while i < len(body) - 1:
+        m = body[i]
+        if isinstance(m, nn.Conv2d) and fast_depthwise(m):
+            nxt = body[i + 1]
+            if i + 2 < len(body) and isinstance(nxt, nn.Conv2d) and pointwise_1x1(nxt):
+                h = depthwise_pointwise(m, nxt, h)  # the depthwise output is not kept
+                i += 2
+                continue
+            h = depthwise_conv(m, h)
+        else:
+            h = m(h)
+        i += 1
     if _stateless_bn(last):
         assert isinstance(last, nn.BatchNorm2d)
         scale = w.reshape(1).expand(h.shape[1]).contiguous()  # stride-0 weights are slow

@@ -105,3 +105,19 @@ def test_depthwise_kernel_matches_conv2d_gradients(k, d, s, size) -> None:
     ref = torch.autograd.grad(conv(x), (x, conv.weight), g)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.slow
+def test_bench_speed_prints_every_measure() -> None:
+    from diffnas.speed import run
+
+    lines: list[str] = []
+    extra = ["space.channels=4", "space.layers=1"]
+    rows = run(
+        ["nb201"], steps=1, rounds=1, batch_size=4, threads=1, extra=extra, echo=lines.append
+    )
+    text = "\n".join(lines)
+    for needed in ("CPU:", "matmul rate", "GFLOP/step", "% matmul", "peak RSS", "speedup"):
+        assert needed in text
+    assert [r.impl for r in rows] == ["plain", "engine"]
+    assert rows[0].flops > 0 and all(r.step_s > 0 and r.peak_rss_mb > 0 for r in rows)

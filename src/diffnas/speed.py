@@ -13,6 +13,7 @@ taken) on the plain computation, and the same count divides both step times.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import statistics
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -155,6 +157,12 @@ def run(
     rate = matmul_rate(threads)
     echo(f"CPU: {cpu_model()} | torch {torch.__version__} | threads {threads}")
     echo(f"fp32 matmul rate (1024^3, best of runs): {rate / 1e9:.1f} GFLOP/s")
+    # the workers import this diffnas, installed or not
+    src = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
     rows = []
     for space in spaces:
         results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
@@ -162,7 +170,7 @@ def run(
             for impl in IMPLS:
                 cmd = [sys.executable, "-m", "diffnas.speed", "--worker", space, impl]
                 cmd += [str(steps), str(batch_size), str(threads), json.dumps(extra)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
                 if proc.returncode:
                     raise RuntimeError(f"benchmark worker failed:\n{proc.stderr[-3000:]}")
                 r = json.loads(proc.stdout.strip().splitlines()[-1])

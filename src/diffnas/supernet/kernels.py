@@ -160,6 +160,49 @@ class _DenseGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.fmt)
 
 
+class _ConvScaledBN(torch.autograd.Function):
+    """batch_norm(conv(x), weight=scale) with batch statistics, keeping only x for
+    backward: the conv output is recomputed there (for cheap convs such as 1x1)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        scale: torch.Tensor,
+        eps: float,
+    ) -> torch.Tensor:
+        y = F.conv2d(x, weight)
+        out, mean, invstd = torch.native_batch_norm(y, scale, None, None, None, True, 0.0, eps)
+        ctx.save_for_backward(x, weight, scale, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, scale, mean, invstd = ctx.saved_tensors
+        need_x, need_w, need_scale = ctx.needs_input_grad[:3]
+        y = F.conv2d(x, weight)
+        grad_y, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
+            grad, y, scale, None, None, mean, invstd, True, ctx.eps,
+            [need_x or need_w, need_scale, False],
+        )  # fmt: skip
+        grad_x = grad_w = None
+        if need_x or need_w:
+            grad_x, grad_w = torch.ops.aten.convolution_backward(
+                grad_y, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                [need_x, need_w, False],
+            )[:2]  # fmt: skip
+        return grad_x, grad_w, grad_scale, None
+
+
+def conv1x1_scaled_bn(
+    conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """batch_norm(conv(x), weight=scale) for `pointwise_1x1(conv)`, without keeping conv(x)."""
+    return _ConvScaledBN.apply(x, conv.weight, scale, eps)
+
+
 def pointwise_1x1(m: nn.Conv2d) -> bool:
     """Whether `m` is a plain 1x1 conv (no bias, stride 1, no padding, one group)."""
     return (

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffnas.supernet.kernels import (
+    conv1x1_scaled_bn,
     depthwise_conv,
     depthwise_pointwise,
     fast_depthwise,
@@ -170,6 +171,16 @@ def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.
         y2 = F.pad(h, (0, 1, 0, 1))[:, :, 1:, 1:]
         h = torch.cat([last.conv_1(h), last.conv_2(y2)], dim=1)
         body, last = [last.bn], last.bn
+    first = body[0]
+    if (
+        len(body) == 2
+        and _stateless_bn(last)
+        and isinstance(first, nn.Conv2d)
+        and pointwise_1x1(first)
+        and isinstance(last, nn.BatchNorm2d)
+    ):  # a 1x1 conv is cheap to recompute: its output is not kept for backward
+        scale = w.reshape(1).expand(last.num_features).contiguous()
+        return conv1x1_scaled_bn(first, h, scale, last.eps)
     i = 0
     while i < len(body) - 1:
         m = body[i]
@@ -185,7 +196,7 @@ def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.
         i += 1
     if _stateless_bn(last):
         assert isinstance(last, nn.BatchNorm2d)
-        scale = w.reshape(1).expand(h.shape[1]).contiguous()  # stride-0 weights are slow
+        scale = w.reshape(1).expand(last.num_features).contiguous()  # stride-0 is slow
         return F.batch_norm(h, None, None, scale, None, True, 0.0, last.eps)
     return last(h) * w
 

@@ -37,6 +37,10 @@ class NumericalError(DiffnasError):
     """The loss became NaN or infinite."""
 
 
+class ResourceError(DiffnasError):
+    """The configured run would not fit in the memory available on this machine."""
+
+
 class ExportError(DiffnasError):
     """A network cannot be exported (an op has no TorchScript/ONNX translation), or the
     exported model disagrees with PyTorch."""

@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="probe a few small steps, print the expected peak memory and time per epoch, and "
+        "exit (status 2 with the batch size that would fit when it would not); writes nothing",
+    )
     p.set_defaults(func=run)
 
 
@@ -48,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         if args.print_config:
             out.print(dump_config(config), end="", highlight=False)
+            return 0
+        if args.dry_run:
+            from diffnas.estimate import estimate
+
+            est = estimate(config)
+            out.print(est.report(), highlight=False)
+            est.check()
             return 0
         result = diffnas.search(config, out=args.out, progress=progress)
     out.print(str(result), highlight=False)

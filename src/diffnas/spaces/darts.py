@@ -291,9 +291,10 @@ class DartsSupernet(Supernet):
             reduction_prev = reduction
             c_pp, c_p = c_p, cfg.nodes * c_curr
         self.classifier = nn.Linear(c_p, num_classes)
+        self.set_layout()
 
     def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(self.set_layout(x))
         edges = mix.edges
         for key, cell in zip(self.keys, self.cells):
             s0, s1 = (

@@ -218,8 +218,10 @@ class Nb201Supernet(Supernet):
             c_prev = c
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev, track_running_stats=False), nn.ReLU())
         self.classifier = nn.Linear(c_prev, num_classes)
+        self.set_layout()
 
     def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
+        x = self.set_layout(x)  # type: ignore[assignment]
         w = mix.ops["cell"]
         active = mix.active_for("cell")
         edge_scale = None if mix.edges is None else mix.edges["cell"]

@@ -55,6 +55,16 @@ class Supernet(nn.Module):
     arch_specs: dict[str, ArchSpec]
     sites: list[CellSite]
     op_cost: Callable[[str, str, int, int, int, int], int]  # (metric, op, C, stride, H, W)
+    # Layout of activations and conv weights: channels-last runs the convolutions, pools
+    # and BNs of these small-channel cells markedly faster on CPUs (see docs/engine.md).
+    memory_format: torch.memory_format = torch.channels_last
+
+    def set_layout(self, x: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Put the weights (no x) or the input x in this supernet's memory format."""
+        if x is None:
+            relayout(self, self.memory_format)
+            return None
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -92,6 +102,14 @@ class Supernet(nn.Module):
                     c = site.channels if channels is None else channels
                     tables[site.key][e, o] += self.op_cost(metric, op, c, stride, h, w)
         return {k: t.float() for k, t in tables.items()}
+
+
+def relayout(module: nn.Module, memory_format: torch.memory_format) -> None:
+    """Store the 4-d parameters (conv weights) of `module` in `memory_format`, in place."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=memory_format)
 
 
 class Architecture(nn.Module):

@@ -14,6 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffnas.supernet.kernels import (
+    conv1x1_scaled_bn,
+    depthwise_conv,
+    depthwise_pointwise,
+    fast_depthwise,
+    pointwise_1x1,
+)
+
 Active = list[list[int]]
 
 
@@ -46,6 +54,15 @@ class SourceOps(nn.Module):
     (None when an edge computes nothing). `none` is never computed: its output is zero.
     While `capture` is a dict, each computed op's unweighted output is stored in it under
     (edge, op index), e.g. for channel-importance scores (ACA).
+
+    The engine computes the same sums as calling every op module and adding the weighted
+    outputs (diffnas.supernet.plain), with less work and memory, using what all edges of
+    one node share: the ReLU that starts every conv op is applied to x once; a
+    parameter-free op (identity, pooling, pooling + non-affine batch-statistics BN) gives
+    the same output on every edge, so it runs once; an op ending in a non-affine
+    batch-statistics BN gets its weight w[e, o] as that BN's scale (no separate multiply,
+    nothing extra kept for backward). Op modules the engine does not know, or that carry
+    hooks, are called as modules.
     """
 
     capture: dict[tuple[int, int], torch.Tensor] | None = None
@@ -74,6 +91,8 @@ class SourceOps(nn.Module):
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, active: Active | None = None
     ) -> list[torch.Tensor | None]:
+        relu_x: torch.Tensor | None = None
+        shared: dict[int, torch.Tensor] = {}  # op index -> its output, the same on every edge
         outs: list[torch.Tensor | None] = []
         for e, ops in enumerate(self.edges):  # ops: nn.ModuleList
             chosen = (
@@ -81,13 +100,105 @@ class SourceOps(nn.Module):
             )
             acc: torch.Tensor | None = None
             for o in chosen:
-                y = ops[o](x)  # type: ignore[index]
-                if self.capture is not None:
-                    self.capture[(e, o)] = y
-                y = y * w[e, o]
+                module = ops[o]  # type: ignore[index]
+                if self.capture is not None or _hooked(module):
+                    y = module(x)
+                    if self.capture is not None:
+                        self.capture[(e, o)] = y
+                    acc = _add_weighted(acc, y, w[e, o])
+                    continue
+                if _is_shared(module):
+                    if o not in shared:
+                        shared[o] = module(x)
+                    acc = _add_weighted(acc, shared[o], w[e, o])
+                    continue
+                body = _relu_body(module)
+                if body is None:
+                    acc = _add_weighted(acc, module(x), w[e, o])
+                    continue
+                if relu_x is None:
+                    relu_x = F.relu(x)
+                y = _run_body(body, relu_x, w[e, o])
                 acc = y if acc is None else acc + y
             outs.append(acc)
         return outs
+
+
+def _hooked(m: nn.Module) -> bool:
+    return any(bool(sub._forward_hooks or sub._forward_pre_hooks) for sub in m.modules())
+
+
+def _add_weighted(acc: torch.Tensor | None, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return y * w if acc is None else torch.addcmul(acc, y, w)
+
+
+def _stateless_bn(m: nn.Module) -> bool:
+    """A BN that normalizes with batch statistics only: a function of its input alone."""
+    return isinstance(m, nn.BatchNorm2d) and not m.affine and not m.track_running_stats
+
+
+def _is_shared(m: nn.Module) -> bool:
+    """Parameter-free and stateless: the same output on every edge leaving a node."""
+    from diffnas.spaces.ops import PoolBN
+
+    if isinstance(m, nn.Identity):
+        return True
+    if isinstance(m, PoolBN):
+        return all(isinstance(sub, nn.MaxPool2d | nn.AvgPool2d) or _stateless_bn(sub) for sub in m)
+    return False
+
+
+def _relu_body(m: nn.Module) -> list[nn.Module] | None:
+    """The layers after the leading ReLU of a known conv op (None: not one)."""
+    from diffnas.spaces.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
+
+    if isinstance(m, ReLUConvBN | DilConv) and isinstance(m[0], nn.ReLU):
+        return list(m)[1:]
+    if isinstance(m, SepConv) and isinstance(m[0], DilConv) and isinstance(m[0][0], nn.ReLU):
+        # ReLU, dw, pw, BN, then the second DilConv's ReLU, dw, pw, BN
+        return [*list(m[0])[1:], *list(m[1].children())]
+    if isinstance(m, FactorizedReduce):
+        return [m]
+    return None
+
+
+def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """w · body(h), the weight folded into a trailing stateless BN when there is one."""
+    from diffnas.spaces.ops import FactorizedReduce
+
+    last = body[-1]
+    if isinstance(last, FactorizedReduce):  # h is already relu(x)
+        y2 = F.pad(h, (0, 1, 0, 1))[:, :, 1:, 1:]
+        h = torch.cat([last.conv_1(h), last.conv_2(y2)], dim=1)
+        body, last = [last.bn], last.bn
+    first = body[0]
+    if (
+        len(body) == 2
+        and _stateless_bn(last)
+        and isinstance(first, nn.Conv2d)
+        and pointwise_1x1(first)
+        and isinstance(last, nn.BatchNorm2d)
+    ):  # a 1x1 conv is cheap to recompute: its output is not kept for backward
+        scale = w.reshape(1).expand(last.num_features).contiguous()
+        return conv1x1_scaled_bn(first, h, scale, last.eps)
+    i = 0
+    while i < len(body) - 1:
+        m = body[i]
+        if isinstance(m, nn.Conv2d) and fast_depthwise(m):
+            nxt = body[i + 1]
+            if i + 2 < len(body) and isinstance(nxt, nn.Conv2d) and pointwise_1x1(nxt):
+                h = depthwise_pointwise(m, nxt, h)  # the depthwise output is not kept
+                i += 2
+                continue
+            h = depthwise_conv(m, h)
+        else:
+            h = m(h)
+        i += 1
+    if _stateless_bn(last):
+        assert isinstance(last, nn.BatchNorm2d)
+        scale = w.reshape(1).expand(last.num_features).contiguous()  # stride-0 is slow
+        return F.batch_norm(h, None, None, scale, None, True, 0.0, last.eps)
+    return last(h) * w
 
 
 class PartialChannelEdges(nn.Module):

@@ -1,0 +1,225 @@
+"""The search-step speed benchmark: the engine against the plain supernet, in one run.
+
+Workload: one first-order DARTS search step (an architecture step on a validation batch,
+then a weight step on a training batch, as the `alternate` schedule takes them) of the
+nb201 supernet (C=16, 5 cells per stage) or the darts supernet (8 cells, C=16), batch
+64, 32x32 synthetic images. Each (space, implementation) runs in its own process, so
+its peak resident memory is its own; the implementations alternate round by round so
+that load on the machine hits both alike. FLOPs are counted analytically
+(torch.utils.flop_counter: convolutions and matmuls, forward and the backward actually
+taken) on the plain computation, and the same count divides both step times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPACES = {
+    "nb201": ["space.name=nb201", "space.channels=16", "space.layers=5"],
+    "darts": ["space.name=darts", "space.channels=16", "space.layers=8"],
+}
+IMPLS = ("plain", "engine")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def matmul_rate(threads: int, n: int = 1024, seconds: float = 1.5) -> float:
+    """Sustained fp32 matmul FLOP/s (n x n by n x n), the machine's reference rate."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    best, start, reps = 0.0, time.perf_counter(), 0
+    while time.perf_counter() - start < seconds or reps < 5:
+        t = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t))
+        reps += 1
+    return best
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return float("nan")
+
+
+def overrides(space: str, batch_size: int, threads: int, extra: list[str]) -> list[str]:
+    return [
+        *SPACES[space],
+        f"data.batch_size={batch_size}",
+        "data.dataset=synthetic",
+        f"threads={threads}",
+        "device=cpu",
+        *extra,
+    ]
+
+
+def worker(
+    space: str, impl: str, steps: int, batch_size: int, threads: int, extra: list[str]
+) -> dict[str, Any]:
+    """Time `steps` search steps in this process (after one warm-up step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffnas.config import load_config
+    from diffnas.search import Searcher
+    from diffnas.supernet.plain import make_plain
+
+    torch.set_num_interop_threads(1)
+    s = Searcher(load_config(["darts"], overrides(space, batch_size, threads, extra)))
+    if impl == "plain":
+        make_plain(s.model)
+    rss_built = current_rss_mb()
+    it = s.data.train.epoch(0)
+    train = next(it)
+    s.arch_step(train, s.val_stream.next())  # warm-up: allocations, first-call overheads
+    s.weight_step(train)
+    step_times, data_times = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        train, val = next(it), s.val_stream.next()
+        t1 = time.perf_counter()
+        s.arch_step(train, val)
+        s.weight_step(train)
+        t2 = time.perf_counter()
+        data_times.append(t1 - t0)
+        step_times.append(t2 - t0)
+    peak = peak_rss_mb()
+    flops = 0
+    if impl == "plain":  # the count both implementations are rated by
+        counter = FlopCounterMode(display=False)
+        with counter:
+            s.arch_step(train, val)
+            s.weight_step(train)
+        flops = counter.get_total_flops()
+    return {
+        "space": space,
+        "impl": impl,
+        "step_s": statistics.median(step_times),
+        "data_share": sum(data_times) / sum(step_times),
+        "flops": flops,
+        "rss_built_mb": rss_built,
+        "peak_rss_mb": peak,
+    }
+
+
+@dataclass
+class Row:
+    space: str
+    impl: str
+    step_s: float
+    flops: int
+    data_share: float
+    peak_rss_mb: float
+    rss_built_mb: float
+    ratio: float
+
+
+def run(
+    spaces: list[str],
+    steps: int = 3,
+    rounds: int = 2,
+    batch_size: int = 64,
+    threads: int = 2,
+    extra: list[str] | None = None,
+    echo: Any = print,
+) -> list[Row]:
+    """Run the benchmark (one process per space, implementation and round); print a table."""
+    extra = extra or []
+    rate = matmul_rate(threads)
+    echo(f"CPU: {cpu_model()} | torch {torch.__version__} | threads {threads}")
+    echo(f"fp32 matmul rate (1024^3, best of runs): {rate / 1e9:.1f} GFLOP/s")
+    # the workers import this diffnas, installed or not
+    src = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+    }
+    rows = []
+    for space in spaces:
+        results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
+        for _ in range(rounds):
+            for impl in IMPLS:
+                cmd = [sys.executable, "-m", "diffnas.speed", "--worker", space, impl]
+                cmd += [str(steps), str(batch_size), str(threads), json.dumps(extra)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+                if proc.returncode:
+                    raise RuntimeError(f"benchmark worker failed:\n{proc.stderr[-3000:]}")
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                results[impl].append(r)
+                echo(
+                    f"  {space} {impl}: {r['step_s']:.3f} s/step, peak RSS "
+                    f"{r['peak_rss_mb']:.0f} MB"
+                )
+        # ratio per round (adjacent processes), then the median over rounds
+        ratios = [p["step_s"] / e["step_s"] for p, e in zip(results["plain"], results["engine"])]
+        flops = results["plain"][0]["flops"]
+        for impl in IMPLS:
+            rs = results[impl]
+            rows.append(
+                Row(
+                    space,
+                    impl,
+                    statistics.median(r["step_s"] for r in rs),
+                    flops,
+                    statistics.median(r["data_share"] for r in rs),
+                    max(r["peak_rss_mb"] for r in rs),
+                    statistics.median(r["rss_built_mb"] for r in rs),
+                    1.0 if impl == "plain" else statistics.median(ratios),
+                )
+            )
+    echo(
+        f"{'space':6} {'impl':7} {'step s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+        f"{'% matmul':>8} {'data %':>6} {'peak RSS MB':>11} {'RSS built':>9} {'speedup':>7}"
+    )
+    for r in rows:
+        echo(
+            f"{r.space:6} {r.impl:7} {r.step_s:7.3f} {r.flops / 1e9:10.2f} "
+            f"{r.flops / r.step_s / 1e9:8.1f} {100 * r.flops / r.step_s / rate:8.1f} "
+            f"{100 * r.data_share:6.2f} {r.peak_rss_mb:11.0f} {r.rss_built_mb:9.0f} "
+            f"{r.ratio:6.2f}x"
+        )
+    for space in spaces:
+        p, e = (r for r in rows if r.space == space)
+        echo(
+            f"{space}: engine {e.ratio:.2f}x faster than plain (median of per-round ratios), "
+            f"peak RSS {e.peak_rss_mb / p.peak_rss_mb:.2f} of plain "
+            f"({(e.peak_rss_mb - e.rss_built_mb) / (p.peak_rss_mb - p.rss_built_mb):.2f} "
+            f"counting only what the steps add)"
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        space, impl, steps, bs, threads, extra = sys.argv[2:8]
+        result = worker(space, impl, int(steps), int(bs), int(threads), json.loads(extra))
+        print(json.dumps(result))

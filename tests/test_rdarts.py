@@ -13,7 +13,7 @@ from torch import nn
 
 import diffnas
 from diffnas.cli import main
-from diffnas.config import load_config
+from diffnas.config import SpaceConfig, load_config
 from diffnas.errors import ConfigError
 from diffnas.parts import RegContext, Relaxation
 from diffnas.regularizers.rdarts import RdartsReg
@@ -23,6 +23,7 @@ from diffnas.spaces import Genotype, get_space, load_genotype
 from diffnas.spaces.darts import DartsNetwork
 from diffnas.spaces.genotype import CellGenotype, Edge
 from diffnas.spaces.ops import DARTS_OPS
+from diffnas.supernet.mixed import MixWeights
 
 from .conftest import tiny_config
 
@@ -284,8 +285,10 @@ def test_rdarts_needs_per_cell_alpha(space) -> None:
 def test_bad_rdarts_config_fails_at_load(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(["rdarts"], overrides)
-    with pytest.raises(ConfigError, match="darts-space option"):
+    with pytest.raises(ConfigError, match="no R cells"):
         tiny_config("nb201", **{"space.cells": "NRN"})
+    with pytest.raises(ConfigError, match="takes 'NNN'"):
+        tiny_config("nb201", **{"space.cells": "NN"})
 
 
 # --------------------------------------------------------------------------- end to end
@@ -392,3 +395,54 @@ def test_per_cell_genotype_round_trip_and_nearest_stage_fallback(tmp_path) -> No
     g2 = Genotype("darts", (cell("max_pool_3x3", "reduce", 0), cell("sep_conv_5x5", "normal", 1)))
     assert g2.cell_for("normal", 0).ops()[0] == "sep_conv_5x5"
     assert g2.cell_for("reduce", 1).ops()[0] == "max_pool_3x3"
+
+
+# --------------------------------------------------------------------------- nb201 per stage
+def test_nb201_per_stage_alpha_each_stage_reads_its_own_weights() -> None:
+    space = get_space(SpaceConfig(name="nb201", channels=4, layers=2, cells="NNN"))
+    specs = space.arch_specs()
+    assert list(specs) == ["cell0", "cell1", "cell2"]
+    assert [s.stage for s in specs.values()] == [0, 1, 2]
+    net = space.build_supernet(load_config(["darts"]).supernet, 3, 10, 8)
+    assert [k for k in net.keys if k] == ["cell0", "cell0", "cell1", "cell1", "cell2", "cell2"]
+    x = torch.randn(2, 3, 8, 8)
+    n_ops = len(space.ops)
+    uniform = {k: torch.full((6, n_ops), 1 / n_ops) for k in specs}
+    base = net(x, MixWeights(uniform))
+    # changing stage 1's α changes the output; a key the net does not read would not
+    changed = dict(uniform, cell1=torch.softmax(torch.randn(6, n_ops), -1))
+    assert not torch.allclose(net(x, MixWeights(changed)), base)
+    # the same α under every key is the shared-α supernet: same output as one "cell" key
+    shared = get_space(SpaceConfig(name="nb201", channels=4, layers=2))
+    net1 = shared.build_supernet(load_config(["darts"]).supernet, 3, 10, 8)
+    net1.load_state_dict(net.state_dict())
+    torch.testing.assert_close(net1(x, MixWeights({"cell": uniform["cell0"]})), base)
+
+
+def test_nb201_per_stage_derivation_averages_normalized_weights() -> None:
+    space = get_space(SpaceConfig(name="nb201", cells="NNN"))
+    ops = space.ops
+    conv, pool = ops.index("nor_conv_3x3"), ops.index("avg_pool_3x3")
+    w = {k: torch.full((6, len(ops)), 0.1) for k in ("cell0", "cell1", "cell2")}
+    # edge 0: two stages prefer pool a little, one prefers conv strongly -> mean picks conv
+    w["cell0"][0, pool] = w["cell1"][0, pool] = 0.3
+    w["cell2"][0, conv] = 5.0  # unnormalized: 5.0 / 5.4 after normalizing
+    g = space.derive(w)
+    mean0 = (0.3 / 0.7 + 0.3 / 0.7 + 0.1 / 5.4) / 3, (0.1 / 0.7 + 0.1 / 0.7 + 5.0 / 5.4) / 3
+    assert mean0[1] > mean0[0]  # the hand computation behind the expectation
+    assert g.cells[0].edges[0].op == "nor_conv_3x3"
+    assert len(g.cells) == 1 and g.space == "nb201"
+
+
+def test_rdarts_searches_nb201_with_per_stage_alpha(tmp_path) -> None:
+    cfg = tiny_config(
+        "nb201", epochs=1, **{"space.cells": "NNN", "search.regularizers": "[rdarts]"}
+    )
+    s = Searcher(cfg)
+    part = s.regularizers[0]
+    assert isinstance(part, RdartsReg)
+    assert part.groups == [["cell0", "cell1", "cell2"]]
+    result = diffnas.search(cfg, out=tmp_path / "run")
+    assert result.genotype.space == "nb201" and len(result.genotype.cells) == 1
+    metrics = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert metrics[-1]["rdarts_reg"] is not None and metrics[-1]["rdarts_reg"] > 0

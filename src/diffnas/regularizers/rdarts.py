@@ -169,7 +169,8 @@ class RdartsReg(Regularizer):
             raise ConfigError(
                 f"regularizer rdarts compares searched cells of the same type, but this "
                 f"{searcher.space.name} supernet has one α per type ({', '.join(specs)}); use the "
-                f"darts space with per-cell α, e.g. --set space.cells=NRNRN (configs/rdarts.yaml)"
+                f"darts space with per-cell α, e.g. --set space.cells=NRNRN (configs/rdarts.yaml), "
+                f"or per-stage α on nb201: --set space.cells=NNN"
             )
         for keys in self.groups:
             shapes = {specs[k].shape for k in keys}

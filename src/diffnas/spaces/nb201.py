@@ -67,14 +67,36 @@ class Nb201Space(Space):
 
     def __init__(self, cfg: SpaceConfig | None = None) -> None:
         super().__init__(cfg)
+        self._n_alpha = 1
         if self.cfg.cells:
-            raise ConfigError(
-                f"space.cells '{self.cfg.cells}' (per-cell α) is a darts-space option; the nb201 "
-                f"space searches one cell shared by every stage: drop space.cells"
-            )
+            pattern = self.cfg.cells.upper()
+            per_cell = 3 * self.layers
+            if set(pattern) != {"N"} or len(pattern) not in (3, per_cell):
+                raise ConfigError(
+                    f"space.cells '{self.cfg.cells}': the nb201 space takes 'NNN' (one α per "
+                    f"stage) or {per_cell} N's (one α per cell, {self.layers} per stage); its "
+                    f"stride-2 blocks are fixed residual blocks, so there are no R cells. Drop "
+                    f"space.cells to share one α (the benchmark's single cell)"
+                )
+            self._n_alpha = len(pattern)
+
+    def cell_keys(self) -> list[str]:
+        """The α key of each searched cell of the supernet, stage by stage."""
+        n = 3 * self.layers
+        if self._n_alpha == 1:
+            return ["cell"] * n
+        if self._n_alpha == 3:
+            return [f"cell{i // self.layers}" for i in range(n)]
+        return [f"cell{i}" for i in range(n)]
 
     def arch_specs(self) -> dict[str, ArchSpec]:
-        return {"cell": ArchSpec("cell", "normal", None, EDGES, tuple(self.ops), 1)}
+        ops = tuple(self.ops)
+        if self._n_alpha == 1:
+            return {"cell": ArchSpec("cell", "normal", None, EDGES, ops, 1)}
+        specs = {}
+        for i, key in enumerate(self.cell_keys()):
+            specs.setdefault(key, ArchSpec(key, "normal", i // self.layers, EDGES, ops, 1))
+        return specs
 
     def build_supernet(
         self, net: SupernetConfig, in_channels: int, num_classes: int, input_size: int
@@ -84,11 +106,18 @@ class Nb201Space(Space):
     def derive(
         self, weights: dict[str, torch.Tensor], edge_weights: dict[str, torch.Tensor] | None = None
     ) -> Genotype:
-        spec = self.arch_specs()["cell"]
-        w = weights["cell"].detach().float().cpu()
+        """Argmax op per edge. With several α (space.cells) the benchmark still scores one
+        cell: each α's op weights are normalized per edge and averaged over the cells first."""
+        specs = self.arch_specs()
+        rows = []
+        for key in specs:
+            w = weights[key].detach().float().cpu()
+            if len(specs) > 1:
+                w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+            rows.append(w)
+        w = torch.stack(rows).mean(dim=0)
         edges = tuple(
-            Edge(spec.ops[int(torch.argmax(w[i]))], src, dst)
-            for i, (src, dst) in enumerate(spec.edges)
+            Edge(self.ops[int(torch.argmax(w[i]))], src, dst) for i, (src, dst) in enumerate(EDGES)
         )
         return Genotype(self.name, (CellGenotype("normal", edges, None),))
 
@@ -181,7 +210,8 @@ class Nb201Supernet(Supernet):
         super().__init__()
         self.arch_specs = space.arch_specs()
         self.op_cost = space.op_cost
-        spec = self.arch_specs["cell"]
+        spec = next(iter(self.arch_specs.values()))  # every α has the same edges and ops
+        keys = iter(space.cell_keys())
         c0 = space.cfg.channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c0, 3, padding=1, bias=False),
@@ -192,7 +222,7 @@ class Nb201Supernet(Supernet):
             return NB201_OPS[name].build(channels, stride, False, True)
 
         self.blocks = nn.ModuleList()
-        self.is_cell: list[bool] = []
+        self.keys: list[str | None] = []  # α key of each block; None: a residual block
         self.sites: list[CellSite] = []
         c_prev, size = c0, input_size
         for c, reduction in _skeleton(c0, space.layers):
@@ -213,8 +243,9 @@ class Nb201Supernet(Supernet):
                         node_bn=net.node_bn,
                     )
                 )
-                self.sites.append(CellSite("cell", c, size, size, False))
-            self.is_cell.append(not reduction)
+                key = next(keys)
+                self.sites.append(CellSite(key, c, size, size, False))
+            self.keys.append(None if reduction else key)
             c_prev = c
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev, track_running_stats=False), nn.ReLU())
         self.classifier = nn.Linear(c_prev, num_classes)
@@ -222,12 +253,13 @@ class Nb201Supernet(Supernet):
 
     def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
         x = self.set_layout(x)  # type: ignore[assignment]
-        w = mix.ops["cell"]
-        active = mix.active_for("cell")
-        edge_scale = None if mix.edges is None else mix.edges["cell"]
         x = self.stem(x)
-        for block, is_cell in zip(self.blocks, self.is_cell):
-            x = block([x], w, active, edge_scale)[-1] if is_cell else block(x)
+        for block, key in zip(self.blocks, self.keys):
+            if key is None:
+                x = block(x)
+            else:
+                edge_scale = None if mix.edges is None else mix.edges[key]
+                x = block([x], mix.ops[key], mix.active_for(key), edge_scale)[-1]
         x = self.lastact(x)
         return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
 

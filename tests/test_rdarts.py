@@ -444,5 +444,6 @@ def test_rdarts_searches_nb201_with_per_stage_alpha(tmp_path) -> None:
     assert part.groups == [["cell0", "cell1", "cell2"]]
     result = diffnas.search(cfg, out=tmp_path / "run")
     assert result.genotype.space == "nb201" and len(result.genotype.cells) == 1
-    metrics = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    metrics = [json.loads(line) for line in lines]
     assert metrics[-1]["rdarts_reg"] is not None and metrics[-1]["rdarts_reg"] > 0

@@ -93,7 +93,7 @@ class Nb201Space(Space):
         ops = tuple(self.ops)
         if self._n_alpha == 1:
             return {"cell": ArchSpec("cell", "normal", None, EDGES, ops, 1)}
-        specs = {}
+        specs: dict[str, ArchSpec] = {}
         for i, key in enumerate(self.cell_keys()):
             specs.setdefault(key, ArchSpec(key, "normal", i // self.layers, EDGES, ops, 1))
         return specs

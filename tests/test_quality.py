@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 
 import pytest
@@ -13,6 +17,7 @@ from diffnas.benchmarks import nb201
 from diffnas.cli import main
 from diffnas.config import load_config
 from diffnas.derive.random_search import RandomSearch, pick_best, sample_cells
+from diffnas.errors import ConfigError
 from diffnas.quality import MethodSpec, execute, plan, read_row, run_dir_for, run_job
 from diffnas.search import Searcher
 from diffnas.spaces import get_space
@@ -40,7 +45,7 @@ def tiny_protocol(tmp_path):
 def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     pc = load_config(["pc_darts", PROTOCOL])
     assert (pc.space.name, pc.space.channels, pc.space.layers) == ("nb201", 8, 1)
-    assert pc.search.epochs == 8 and pc.data.resolution == 16 and pc.data.subset == 0.1
+    assert pc.search.epochs == 8 and pc.data.resolution == 32 and pc.data.subset == 0.3
     # the method's own optimizer, batch and supernet settings survive the protocol
     assert pc.search.w_lr == pytest.approx(0.1) and pc.search.arch_lr == pytest.approx(6e-4)
     assert pc.data.batch_size == 256 and pc.supernet.partial_channels == 4
@@ -53,7 +58,7 @@ def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     rd = load_config(["rdarts", PROTOCOL])  # the darts-only per-cell layout is dropped
     assert rd.space.cells is None and rd.search.regularizers[0].name == "rdarts"
     gdas = load_config(["gdas", PROTOCOL])
-    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 8
+    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 38
 
 
 def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
@@ -63,6 +68,23 @@ def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
     both = load_config(["pc_darts"], ["search.epochs=20", "search.warmup_epochs=9"])
     assert both.search.warmup_epochs == 9
     assert load_config(["darts"], ["search.epochs=20"]).search.warmup_epochs == 0
+
+
+def test_epochs_scale_compresses_each_methods_own_schedule() -> None:
+    # DARTS 50 and GDAS 240 epochs keep their ratio: 50 * 0.16 = 8, 240 * 0.16 = 38.4 -> 38
+    assert load_config(["darts"], ["search.epochs_scale=0.16"]).search.epochs == 8
+    assert load_config(["gdas"], ["search.epochs_scale=0.16"]).search.epochs == 38
+    # the warm-up follows the new length: PC-DARTS 15 of 50 -> round(15 * 8 / 50) = 2 of 8
+    pc = load_config(["pc_darts"], ["search.epochs_scale=0.16"]).search
+    assert (pc.epochs, pc.warmup_epochs) == (8, 2)
+    # a later layer naming epochs sets them exactly; the scale never reaches the config
+    exact = load_config(["gdas"], ["search.epochs_scale=0.16", "search.epochs=5"])
+    assert exact.search.epochs == 5 and not hasattr(exact.search, "epochs_scale")
+    assert load_config(["darts"], ["search.epochs_scale=0.001"]).search.epochs == 1
+    with pytest.raises(ConfigError, match="epochs_scale must be a positive number"):
+        load_config(["darts"], ["search.epochs_scale=0"])
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(["darts"], ["search={epochs: 3, epochs_scale: 0.5}"])
 
 
 # --------------------------------------------------------------------------- random search
@@ -249,3 +271,39 @@ def test_a_failing_run_is_a_failed_row_and_is_tried_again(tmp_path, tiny_protoco
     assert row.status == "failed" and row.wall_s is None and row.lookup_acc is None
     assert (run_dir_for(out, "rdarts", 0) / "bench_error.txt").exists()
     assert len(plan(methods, [0], out, tiny_protocol, jobs=1).jobs) == 1
+
+
+ORPHAN_SCRIPT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from diffnas.quality import _exit_with_parent
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        1, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(), 0.05)
+    )
+    worker = pool.submit(os.getpid).result()
+    pool.submit(time.sleep, 120)
+    print(worker, flush=True)
+    os.kill(os.getpid(), 9)  # the bench killed hard: no cleanup of its own
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_bench_workers_end_when_the_bench_process_is_killed(tmp_path) -> None:
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    worker = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 15
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), "the worker outlived the killed bench by 15 s"

@@ -378,19 +378,51 @@ def _rescale_warmup(old: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
     return {**old, "warmup_epochs": scaled}
 
 
+def _scale_epochs(old: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Turn a layer's `search.epochs_scale` into `search.epochs` of the layers before it.
+
+    A protocol compresses every method's own schedule by the same factor: GDAS's 240 epochs
+    and DARTS's 50 keep their 4.8:1 ratio (0.16 -> 38 and 8), and the warm-up follows
+    (_rescale_warmup). The scale is applied here, once, so it never reaches the resolved
+    config (a run's config.yaml holds the epochs it ran); later layers that name
+    `search.epochs` set it exactly.
+    """
+    if "epochs_scale" not in over:
+        return over
+    scale = over["epochs_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ConfigError(
+            f"search.epochs_scale must be a positive number (a share of the method's own "
+            f"search.epochs, e.g. 0.16), got {scale!r}"
+        )
+    if "epochs" in over:
+        raise ConfigError(
+            "give search.epochs (exact) or search.epochs_scale (a share of the method's "
+            "epochs) in one layer, not both"
+        )
+    epochs = old.get("epochs", SearchConfig.epochs)
+    if isinstance(epochs, bool) or not isinstance(epochs, int):
+        raise ConfigError(f"search.epochs must be an integer, got {epochs!r}")
+    rest = {k: v for k, v in over.items() if k != "epochs_scale"}
+    return {**rest, "epochs": max(1, round(epochs * scale))}
+
+
 def merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
     """Deep-merge `over` into a copy of `base` (mappings merge, everything else replaces).
 
     A mapping with a `name` (a part) replaces the old one whole, so one part's parameters never
     leak into another; the `space` section merges, but a new `space.name` drops the sizes of
     the old space (SPACE_SPECIFIC_KEYS) and keeps the rest (channels, exclude_ops, ...); a new
-    `search.epochs` rescales an inherited `search.warmup_epochs` (see _rescale_warmup).
+    `search.epochs` rescales an inherited `search.warmup_epochs` (see _rescale_warmup), and
+    `search.epochs_scale` scales the inherited `search.epochs` (see _scale_epochs).
     """
     out = dict(base)
     for key, value in over.items():
         where = f"{path}.{key}" if path else str(key)
         old = out.get(key)
-        if where == "search" and isinstance(value, dict) and isinstance(old, dict):
+        if where == "search" and isinstance(value, dict):
+            old = old if isinstance(old, dict) else {}
+            value = _scale_epochs(old, value)
             old = _rescale_warmup(old, value)
         if where == "space" and isinstance(value, dict) and isinstance(old, dict):
             if "name" in value and value["name"] != old.get("name", SpaceConfig.name):

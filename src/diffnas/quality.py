@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -40,8 +41,10 @@ DEFAULT_METHODS = (
     "pc_darts",
     "gdas",
     "beta_darts",
+    "rdarts:rdarts+space.cells=NNN",  # one α per stage: RDARTS compares same-type cells
     "darts",
     "random_search",
+    "darts_long:darts+search.epochs=32",  # exact epochs: 4x the protocol's DARTS search
 )
 BENCH_FILE = "bench.json"
 
@@ -190,6 +193,22 @@ def run_job(job: Job) -> dict[str, Any]:
     return record
 
 
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Pool initializer: end this worker when the bench process is gone.
+
+    A bench killed with SIGTERM/SIGKILL (not Ctrl-C, which reaches the whole process group)
+    would otherwise leave its workers searching on, competing with the rerun for the cores;
+    the interrupted run resumes from its checkpoint on the next bench.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def execute(
     bench: BenchPlan, on_done: Callable[[Job, dict[str, Any]], None] | None = None
 ) -> list[dict[str, Any]]:
@@ -203,7 +222,12 @@ def execute(
                 on_done(job, rec)
         return records
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=bench.parallel, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=bench.parallel,
+        mp_context=ctx,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures: list[tuple[Job, Future[dict[str, Any]]]] = [
             (job, pool.submit(run_job, job)) for job in bench.jobs
         ]

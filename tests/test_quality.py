@@ -249,6 +249,7 @@ def test_bench_quality_cli_writes_table_csv_and_plot(tmp_path, tiny_protocol) ->
             get_space("nb201").param_free_share(from_nb201_string(r["cell"])), abs=1e-3
         )
         assert free <= 6 and kept <= 6
+        assert int(r["none_edges"]) == 6 - kept
         assert float(r["wall_s"]) > 0
         if nb201.available():
             assert float(r["lookup_acc"]) == pytest.approx(

@@ -257,6 +257,7 @@ class Row:
     lookup_acc: float | None
     param_free_share: float | None
     curve: list[float | None]
+    none_edges: int | None = None  # edges of the derived cell that compute nothing
 
     def csv(self) -> dict[str, Any]:
         return {
@@ -269,6 +270,7 @@ class Row:
             "cell": self.cell,
             "lookup_acc": _num(self.lookup_acc, 2),
             "param_free_share": _num(self.param_free_share, 3),
+            "none_edges": "" if self.none_edges is None else str(self.none_edges),
         }
 
 
@@ -329,6 +331,7 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
         lookup_acc=lookup,
         param_free_share=_param_free(genotype, last.get("param_free_share")),
         curve=[r.get("lookup_acc") for r in records],
+        none_edges=_none_edges(genotype),
     )
 
 
@@ -352,6 +355,14 @@ def _param_free(genotype: dict[str, Any] | None, fallback: float | None) -> floa
     return space_for(g).param_free_share(g)
 
 
+def _none_edges(genotype: dict[str, Any] | None) -> int | None:
+    if not genotype:
+        return None
+    from diffnas.spaces.genotype import Genotype
+
+    return sum(e.op == "none" for c in Genotype.from_json(genotype).cells for e in c.edges)
+
+
 def collect_rows(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[Row]:
     return [read_row(run_dir_for(out, m, s), m, s) for m in methods for s in seeds]
 
@@ -367,6 +378,7 @@ class Summary:
     worst: float | None
     param_free: float | None
     wall_s: float | None
+    none_edges: float | None = None
 
 
 def summarize(rows: Sequence[Row]) -> list[Summary]:
@@ -377,6 +389,7 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
         accs = [float(r.lookup_acc) for r in done if r.lookup_acc is not None]
         walls = [r.wall_s for r in done if r.wall_s is not None]
         pf = [r.param_free_share for r in done if r.param_free_share is not None]
+        nones = [r.none_edges for r in done if r.none_edges is not None]
         out.append(
             Summary(
                 method,
@@ -388,6 +401,7 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
                 min(accs) if accs else None,
                 statistics.fmean(pf) if pf else None,
                 statistics.fmean(walls) if walls else None,
+                statistics.fmean(nones) if nones else None,
             )
         )
     return out
@@ -399,18 +413,19 @@ def markdown(rows: Sequence[Row], title: str = "") -> str:
         buf.write(f"{title}\n\n")
     buf.write(
         "| method | runs done | NB201 lookup acc. mean ± std (%) | best | worst "
-        "| param-free share | mean wall (s) |\n|---|---|---|---|---|---|---|\n"
+        "| param-free share | `none` edges | mean wall (s) |\n|---|---|---|---|---|---|---|---|\n"
     )
     for s in summarize(rows):
         mean = _num(s.mean, 2) + (f" ± {s.std:.2f}" if s.std is not None else "")
         buf.write(
             f"| {s.method} | {s.done}/{s.runs} | {mean or '–'} | {_num(s.best, 2) or '–'} "
             f"| {_num(s.worst, 2) or '–'} | {_num(s.param_free, 2) or '–'} "
-            f"| {_num(s.wall_s, 0) or '–'} |\n"
+            f"| {_num(s.none_edges, 1) or '–'} | {_num(s.wall_s, 0) or '–'} |\n"
         )
     buf.write(
         "\n| method | seed | status | epochs | wall (s) | search loop (s) | derived cell "
-        "| NB201 lookup acc. (%) | param-free share |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| NB201 lookup acc. (%) | param-free share | `none` edges |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in rows:
         c = r.csv()
@@ -418,7 +433,8 @@ def markdown(rows: Sequence[Row], title: str = "") -> str:
         cell = "`" + c["cell"].replace("|", "\\|") + "`" if c["cell"] else ""
         buf.write(
             f"| {r.method} | {r.seed} | {r.status} | {c['epochs']} | {c['wall_s']} "
-            f"| {c['search_s']} | {cell} | {c['lookup_acc']} | {c['param_free_share']} |\n"
+            f"| {c['search_s']} | {cell} | {c['lookup_acc']} | {c['param_free_share']} "
+            f"| {c['none_edges']} |\n"
         )
     return buf.getvalue()
 

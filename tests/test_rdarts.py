@@ -447,3 +447,21 @@ def test_rdarts_searches_nb201_with_per_stage_alpha(tmp_path) -> None:
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     metrics = [json.loads(line) for line in lines]
     assert metrics[-1]["rdarts_reg"] is not None and metrics[-1]["rdarts_reg"] > 0
+
+
+def test_per_alpha_derivations_refuse_nb201_per_stage_alpha() -> None:
+    # threshold and top_k read each α as its own genotype cell; nb201 merges the stages
+    from diffnas.derive.threshold import Threshold
+    from diffnas.derive.top_k import top_k_blocks
+
+    space = get_space(SpaceConfig(name="nb201", cells="NNN"))
+    w = {k: torch.softmax(torch.randn(6, 5), -1) for k in space.arch_specs()}
+    with pytest.raises(ConfigError, match="averages the α"):
+        Threshold().derive_weights(space, w)
+    with pytest.raises(ConfigError, match="averages the α"):
+        top_k_blocks(space, w, None, 2)
+    # one shared α: both still work
+    shared = get_space("nb201")
+    one = {"cell": w["cell0"]}
+    assert Threshold().derive_weights(shared, one).space == "nb201"
+    assert len(top_k_blocks(shared, one, None, 2)) == 2

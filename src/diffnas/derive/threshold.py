@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from diffnas.derive import check_one_cell_per_alpha
 from diffnas.errors import ConfigError
 from diffnas.parts import Derivation
 from diffnas.registry import DERIVATIONS
@@ -58,6 +59,7 @@ class Threshold(Derivation):
         """The genotype of per-key op weights [E, O] (deterministic, e.g. sigmoid(α))."""
         # the space's own derivation gives the cell types, stages and concat lists
         template = space.derive(weights)
+        check_one_cell_per_alpha(space, template, "threshold")
         cells = []
         for (key, spec), cell in zip(space.arch_specs().items(), template.cells):
             edges = self._cell_edges(space, spec, weights[key].detach().float().cpu())

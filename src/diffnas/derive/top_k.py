@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from diffnas.derive import check_one_cell_per_alpha
 from diffnas.errors import ConfigError, GenotypeError
 from diffnas.parts import Derivation
 from diffnas.registry import DERIVATIONS
@@ -92,6 +93,7 @@ def top_k_blocks(
     slots: list[list[Option]] = []
     where: list[tuple[str, int | None]] = []  # (arch key, destination node) of each slot
     specs = space.arch_specs()
+    check_one_cell_per_alpha(space, space.derive(weights), "top_k")
     for key, spec in specs.items():
         w = weights[key].detach().double().cpu()
         ew = None if edge_weights is None else edge_weights[key].detach().double().cpu()

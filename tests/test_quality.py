@@ -105,17 +105,23 @@ def test_sampled_cells_are_uniform_over_ops() -> None:
     )
 
 
-def test_random_search_returns_the_candidate_with_the_best_score(monkeypatch) -> None:
-    cfg = load_config(
+def tiny_random_search(samples: int, eval_images: int):
+    """Random search under the protocol, shrunk to a digits-sized supernet."""
+    derive = f"{{name: random_search, samples: {samples}, eval_images: {eval_images}}}"
+    return load_config(
         ["random_search", "protocols/nb201_cpu"],
         [
             "space.channels=4",
             "data.dataset=digits",
             "data.resolution=8",
             "log.progress=false",
-            "search.derive={name: random_search, samples: 6, eval_images: 64}",
+            f"search.derive={derive}",
         ],
     )
+
+
+def test_random_search_returns_the_candidate_with_the_best_score(monkeypatch) -> None:
+    cfg = tiny_random_search(samples=6, eval_images=64)
     s = Searcher(cfg)
     d = s.derivation
     assert isinstance(d, RandomSearch)
@@ -128,16 +134,7 @@ def test_random_search_returns_the_candidate_with_the_best_score(monkeypatch) ->
 
 def test_random_search_score_is_the_discrete_path_accuracy() -> None:
     """Reference: the supernet with hand-built one-hot weights of the cell's ops."""
-    cfg = load_config(
-        ["random_search", "protocols/nb201_cpu"],
-        [
-            "space.channels=4",
-            "data.dataset=digits",
-            "data.resolution=8",
-            "log.progress=false",
-            "search.derive={name: random_search, samples: 2, eval_images: 100}",
-        ],
-    )
+    cfg = tiny_random_search(samples=2, eval_images=100)
     s = Searcher(cfg)
     cell = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
     g = from_nb201_string(cell)

@@ -30,6 +30,7 @@ from typing import Any
 from diffnas.config import Config, from_dict, load_config, to_dict
 from diffnas.errors import ConfigError
 from diffnas.run import RunDir
+from diffnas.spaces.genotype import Genotype
 from diffnas.utils import atomic_write_json
 
 DEFAULT_PROTOCOL = "protocols/nb201_cpu"
@@ -278,13 +279,10 @@ def _num(v: float | None, digits: int) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def cell_string(genotype: dict[str, Any] | None) -> str:
-    """The NB201 string of an nb201 genotype (JSON); other spaces: a compact op list."""
-    if not genotype:
+def cell_string(g: Genotype | None) -> str:
+    """The NB201 string of an nb201 genotype; other spaces: a compact op list."""
+    if g is None:
         return ""
-    from diffnas.spaces.genotype import Genotype
-
-    g = Genotype.from_json(genotype)
     if g.space == "nb201":
         from diffnas.spaces.nb201 import to_nb201_string
 
@@ -313,9 +311,10 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
     else:
         status = "missing"
     last = records[-1] if records else {}
-    genotype = last.get("genotype")
+    raw = last.get("genotype")
     if status == "done" and run.genotype_path.exists():
-        genotype = json.loads(run.genotype_path.read_text())
+        raw = json.loads(run.genotype_path.read_text())
+    genotype = Genotype.from_json(raw) if raw else None  # parsed once for every column
     lookup = last.get("lookup_acc")
     if status == "done" and genotype is not None:
         lookup = _lookup(genotype, lookup)
@@ -335,32 +334,24 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
     )
 
 
-def _lookup(genotype: dict[str, Any], fallback: float | None) -> float | None:
+def _lookup(g: Genotype, fallback: float | None) -> float | None:
     from diffnas.benchmarks import nb201
-    from diffnas.spaces.genotype import Genotype
 
-    g = Genotype.from_json(genotype)
     if g.space != "nb201" or not nb201.available():
         return fallback
     return nb201.lookup(g)
 
 
-def _param_free(genotype: dict[str, Any] | None, fallback: float | None) -> float | None:
-    if not genotype:
+def _param_free(g: Genotype | None, fallback: float | None) -> float | None:
+    if g is None:
         return fallback
     from diffnas.spaces import space_for
-    from diffnas.spaces.genotype import Genotype
 
-    g = Genotype.from_json(genotype)
     return space_for(g).param_free_share(g)
 
 
-def _none_edges(genotype: dict[str, Any] | None) -> int | None:
-    if not genotype:
-        return None
-    from diffnas.spaces.genotype import Genotype
-
-    return sum(e.op == "none" for c in Genotype.from_json(genotype).cells for e in c.edges)
+def _none_edges(g: Genotype | None) -> int | None:
+    return None if g is None else sum(e.op == "none" for c in g.cells for e in c.edges)
 
 
 def collect_rows(out: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[Row]:

@@ -1,7 +1,11 @@
 """Second-order (unrolled) DARTS with the finite-difference Hessian-vector product.
 
 ∇α = ∇α L_val(w', α) − ξ · [∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / (2ε),
-w' = w − ξ ∇w L_train(w, α), w± = w ± ε ∇w' L_val(w', α), ε = eps / ‖∇w' L_val‖.
+w± = w ± ε ∇w' L_val(w', α), ε = eps / ‖∇w' L_val‖, and the virtual step w' either
+- `virtual_step: optimizer` (default; the authors' code, quark0/darts cnn/architect.py):
+  the weight optimizer's real next step without clipping,
+  w' = w − ξ (μ · momentum_buffer + ∇w L_train(w, α) + λ w), or
+- `virtual_step: plain` (the paper's equation 6): w' = w − ξ ∇w L_train(w, α).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from diffnas.errors import ConfigError
 from diffnas.parts import ArchStepResult, Batch, Updater
 from diffnas.registry import UPDATERS
 from diffnas.supernet.mixed import MixWeights
@@ -45,6 +50,17 @@ class SecondOrder(Updater):
         xi: float | None = None
         # ε = eps / ‖∇w' L_val‖
         eps: float = 0.01
+        # 'optimizer': w' is the weight optimizer's next SGD step (momentum buffer and weight
+        # decay included, as the DARTS code does); 'plain': w' = w − ξ ∇w L_train (the paper)
+        virtual_step: str = "optimizer"
+
+        def __post_init__(self) -> None:
+            if self.virtual_step not in ("optimizer", "plain"):
+                raise ConfigError(
+                    f"second_order: virtual_step must be 'optimizer' (the DARTS code's SGD step "
+                    f"with momentum and weight decay) or 'plain' (w − ξ∇w L_train, the paper's "
+                    f"equation), got '{self.virtual_step}'"
+                )
 
     def _train_ce(
         self, s: Searcher, params: WeightDict, mix: MixWeights, batch: Batch
@@ -75,6 +91,24 @@ class SecondOrder(Updater):
             for leaf, gp, gm in zip(leaves, g_plus, g_minus)
         ]
 
+    @staticmethod
+    def optimizer_direction(s: Searcher, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """μ · momentum_buffer + g + λ w per weight: the direction of the next SGD step.
+
+        As DARTS's `_compute_unrolled_model`: the buffer is taken from the weight optimizer
+        (none before its first step), μ and λ from its settings, and the gradient unclipped.
+        """
+        group = s.w_opt.param_groups[0]
+        mu, wd = float(group["momentum"]), float(group["weight_decay"])
+        out = []
+        for p, gi in zip(s.model.parameters(), grads):
+            d = gi + wd * p.detach() if wd else gi
+            buf = s.w_opt.state.get(p, {}).get("momentum_buffer") if mu else None
+            if buf is not None:
+                d = d + mu * buf
+            out.append(d)
+        return out
+
     def arch_grads(self, s: Searcher, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
         xi = self.params.xi if self.params.xi is not None else s.w_lr
         params = {n: p.detach() for n, p in s.model.named_parameters()}
@@ -82,12 +116,15 @@ class SecondOrder(Updater):
         mix = s.relaxation.mix(s.arch)
         leaf_mix, originals, leaves = _leaf_mix(mix)
 
-        # virtual step w' = w − ξ ∇w L_train(w, α)
+        # virtual step w' = w − ξ (μ · buffer + ∇w L_train(w, α) + λ w), or w − ξ ∇w L_train
         w_req = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         g = torch.autograd.grad(
             self._train_ce(s, w_req, leaf_mix, train_batch), list(w_req.values())
         )
-        w1 = {n: (params[n] - xi * gi).requires_grad_(True) for n, gi in zip(names, g)}
+        step = list(g)
+        if self.params.virtual_step == "optimizer":
+            step = self.optimizer_direction(s, step)
+        w1 = {n: (params[n] - xi * d).requires_grad_(True) for n, d in zip(names, step)}
 
         # ∇ of L_val(w', α) w.r.t. the op weights and w'
         logits = s.forward(val_batch[0], leaf_mix, w1)

@@ -54,6 +54,22 @@ def test_beta_decay_value_schedule_and_gradient_match_the_formula() -> None:
         torch.testing.assert_close(alpha[key].grad, torch.tensor(expected))
 
 
+def test_beta_decay_per_epoch_lambda_is_the_official_50_epoch_over_100() -> None:
+    """lambda_per_epoch 0.5: λ = 50·epoch/100 (optimizers/darts/architect.py), whatever the
+    progress within the epoch or the search's length."""
+    from types import SimpleNamespace
+
+    alpha = {"normal": torch.tensor([[0.5, -1.0, 2.0]])}
+    lse = math.log(math.exp(0.5) + math.exp(-1.0) + math.exp(2.0))
+    reg = BetaDecay(BetaDecay.Params(lambda_per_epoch=0.5))
+    for epoch, progress in ((0, 0.01), (7, 0.15), (7, 0.19), (49, 0.999)):
+        c = ctx(alpha, progress)
+        c.searcher = SimpleNamespace(epoch=epoch)  # type: ignore[assignment]
+        assert reg.loss(c).item() == pytest.approx(50 * epoch / 100 * lse, rel=1e-6)
+    with pytest.raises(ConfigError, match="lambda_per_epoch"):
+        BetaDecay.Params(lambda_per_epoch=-1.0)
+
+
 # --------------------------------------------------------------------------- FairDARTS
 def test_zero_one_loss_value_and_gradient_match_the_formula() -> None:
     values = [[0.0, 2.0, -1.0], [0.5, -3.0, 1.5]]
@@ -139,7 +155,42 @@ def test_threshold_derivation_on_nb201_writes_none_for_dropped_edges() -> None:
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
     )
     with pytest.raises(ConfigError, match="min_edges"):
-        Threshold.Params(min_edges=0)
+        Threshold.Params(min_edges=-1)
+
+
+def test_threshold_min_edges_0_drops_inputless_nodes_as_fairdarts() -> None:
+    space = get_space(SpaceConfig(name="darts", exclude_ops=["none"]))
+    ops = space.ops
+    derive = Threshold(Threshold.Params(min_edges=0)).derive_weights
+    # the rows of the test above: node 4 has no input above 0.85 and goes; node 5 becomes 4
+    rows = {
+        0: [0.9, 0.1],
+        1: [0.0, 0.0, 0.95],
+        2: [0.0, 0.0, 0.0, 0.99],
+        3: [0.5],
+        4: [0.0, 0.6],
+        5: [0.0, 0.0, 0.0, 0.0, 0.3],
+        6: [0.2],
+        9: [0.9],
+        10: [0.0, 0.0, 0.0, 0.0, 0.0, 0.97],
+        12: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.95],
+    }
+    g = derive(space, _darts_weights(space, rows))
+    want = [(ops[0], 0, 2), (ops[2], 1, 2), (ops[3], 0, 3), (ops[5], 1, 4), (ops[6], 3, 4)]
+    for cell in g.cells:
+        assert [(e.op, e.src, e.dst) for e in cell.edges] == want
+        assert cell.concat == (2, 3, 4)
+    # node 2 has no input; node 3's only one comes from node 2: both go; 4, 5 become 2, 3
+    rows = {0: [0.3], 1: [0.2], 4: [0.9], 5: [0.95], 13: [0.9]}
+    g = derive(space, _darts_weights(space, rows))
+    assert [(e.op, e.src, e.dst) for e in g.cells[0].edges] == [(ops[0], 0, 2), (ops[0], 2, 3)]
+    assert g.cells[0].concat == (2, 3)
+    net = space.build_network(g, num_classes=10, in_channels=3, channels=4, layers=3)
+    assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    # nothing above the threshold: the first node keeps its strongest edge
+    g = derive(space, _darts_weights(space, {0: [0.5], 1: [0.0, 0.6]}))
+    assert [(e.op, e.src, e.dst) for e in g.cells[0].edges] == [(ops[1], 1, 2)]
+    assert g.cells[0].concat == (2,)
 
 
 # --------------------------------------------------------------------------- cost

@@ -66,3 +66,25 @@ def test_second_order_differs_from_first_order_with_a_real_step() -> None:
     s.updater.arch_grads(s, train, val)
     first = [p.grad for p in s.arch_parameters()]
     assert not all(torch.allclose(a, b) for a, b in zip(second, first))
+
+
+def test_virtual_step_plain_is_the_optimizer_step_without_momentum_and_decay() -> None:
+    """Before the first weight step (no momentum buffer) and without weight decay, the
+    optimizer's next SGD step is w − ξ∇w L_train, the paper's plain virtual step; with a
+    momentum buffer the two differ."""
+    s, _ = _double_searcher("nb201")
+    for g in s.w_opt.param_groups:
+        g["weight_decay"] = 0.0
+    train = next(s.data.train.epoch(0))
+    val = next(s.data.val.epoch(0))
+    train, val = (train[0].double(), train[1]), (val[0].double(), val[1])
+
+    def grads(virtual_step: str) -> list[torch.Tensor]:
+        SecondOrder(SecondOrder.Params(virtual_step=virtual_step)).arch_grads(s, train, val)
+        return [p.grad.clone() for p in s.arch_parameters()]
+
+    plain = grads("plain")
+    for a, b in zip(plain, grads("optimizer")):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+    s.weight_step(train)  # the optimizer now holds a momentum buffer
+    assert not all(torch.allclose(a, b) for a, b in zip(grads("plain"), grads("optimizer")))

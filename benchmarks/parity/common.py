@@ -535,7 +535,11 @@ def check_settings(s: Searcher, script: Path, extra: dict[str, str] | None = Non
         if arg not in defaults:
             continue
         section, name = key.split(".")
+        index = None
+        if name.endswith("]"):  # e.g. arch_betas[0]
+            name, index = name[:-3], int(name[-2])
         ours = getattr(getattr(cfg, section), name)
+        ours = ours if index is None else ours[index]
         if float(ours) != float(defaults[arg]):
             differ.append(f"{key} = {ours}, official --{arg} default {defaults[arg]}")
     print(f"preset settings vs {script.name} defaults: " + ("; ".join(differ) or "all equal"))

@@ -1,4 +1,4 @@
-"""Enhanced-gradient relaxation and the top-K block derivation (METHODS.md §3, stage 1)."""
+"""Enhanced-gradient relaxation and the top-K block derivation (arXiv 2103.12529, stage 1)."""
 
 from __future__ import annotations
 

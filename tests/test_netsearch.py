@@ -1,4 +1,4 @@
-"""Network-level search (METHODS.md §3, stage 2): genome, counts, budget, NSGA-II, resume."""
+"""Network-level search (enhanced-gradient DARTS stage 2): genome, counts, budget, NSGA-II, resume."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ from rich.console import Console
 from diffnas.commands._common import add_config_args, config_from_args
 
 HELP = """\
-Network-level search (METHODS.md section 3): NSGA-II (pymoo) over networks built from the
+Network-level search (stage 2 of enhanced-gradient DARTS, arXiv 2103.12529; see
+docs/enhanced_gradient.md): NSGA-II (pymoo) over networks built from the
 blocks of a block-level search. Genome: normal cells per stage, initial channels, and which
 block each stage uses; objectives: validation error after a short proxy training (on a
 held-out part of the training split) and parameter count; constraint: parameters <= budget

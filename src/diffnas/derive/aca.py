@@ -36,7 +36,7 @@ def taylor_importance(y: torch.Tensor, grad: torch.Tensor, score: str = "batch")
     """First-order Taylor importance of each channel of an op output y [B, C, H, W] on one batch.
 
     grad = ∂L/∂y with L the batch's mean loss. 'batch': |Σ_{n,h,w} y·∂L/∂y| per channel, the
-    first-order change of the batch loss if the channel were zeroed (METHODS.md §2).
+    first-order change of the batch loss if the channel were zeroed (docs/aca.md).
     'sample': Σ_n |Σ_{h,w} y·∂L/∂y|, the same per image before the absolute value (Molchanov
     et al. 2017), times B for the 1/B of the mean loss. The mean over batches is the caller's.
     """
@@ -63,7 +63,7 @@ class AdaptiveChannelAllocation(Derivation):
         # the rule that chooses ops and edges (any registered derivation but aca)
         base: str = "default"
         base_params: dict[str, Any] = field(default_factory=dict)
-        # 'batch' (METHODS.md §2) or 'sample' (per-image Taylor scores, Molchanov et al.)
+        # 'batch' (docs/aca.md) or 'sample' (per-image Taylor scores, Molchanov et al.)
         score: str = "batch"
         # validation batches in the importance pass; 0 = the whole validation split
         max_batches: int = 0

@@ -1,4 +1,4 @@
-"""Network-level search: NSGA-II over networks built from searched blocks (METHODS.md §3).
+"""Network-level search: NSGA-II over networks built from searched blocks (arXiv 2103.12529).
 
 A genome says how many normal cells each stage has, the initial channels, and which of the
 top-K blocks of the block-level search each stage uses; candidates are scored by validation

@@ -99,7 +99,7 @@ def reg_distance(
 class RdartsReg(Regularizer):
     """L_val += λ_t · Reg over the searched cells of each type (space.cells, e.g. NRNRN).
 
-    Our interpretation of the paper (METHODS.md §1, the [ours] parts are options here):
+    Our interpretation of the paper (docs/rdarts.md; the [ours] parts are options here):
     the l2/js distance, the resource term, the share rule λ_t = ρ·CE_t/Reg_t and the dual
     ascent alternative. Logs per epoch: Reg, d, r, λ and each cell's expected parameters.
     """

@@ -1,4 +1,4 @@
-"""Enhanced-gradient relaxation (METHODS.md §3): softmax weights, a reshaped gradient for α.
+"""Enhanced-gradient relaxation (arXiv 2103.12529): softmax weights, a reshaped gradient for α.
 
 Forward: the DARTS softmax weights p = softmax(α). Backward [ours, after arXiv 2103.12529]:
 for each edge, the plain gradient ∂L/∂α_o = p_o ⟨g, o(x) − y⟩ loses the p_o factor, so weak

@@ -38,3 +38,14 @@ def test_step_matches_official(name: str, float64: None) -> None:
     got = common.summarize(case, ours, inputs["weights"])
     diffs = common.compare_summaries(got, data["official"])
     assert all(v <= common.TOLERANCE for v in diffs.values()), (name, diffs)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_preset_settings_are_the_official_defaults(name: str) -> None:
+    """Learning rates, schedule ends, decays, clipping, batch and epochs of the preset equal
+    the defaults of the official train_search.py (stored in the fixture by the harness)."""
+    data = json.loads((GOLDEN / f"{name}.json").read_text())
+    config = common.load_config([data["case"]["preset"]])
+    assert data["official_settings"]
+    for key, official in data["official_settings"].items():
+        assert float(common.preset_value(config, key)) == official, (name, key)

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     common.shim_old_torch()
     ours, inputs = common.diffnas_step(CASE)
     s = common.build_searcher(CASE)
-    common.check_settings(s, a.official / "sota" / "cnn" / "train_search.py")
+    settings = common.check_settings(CASE.preset, a.official / "sota" / "cnn" / "train_search.py")
     print(
         f"λ at epoch {CASE.epoch}: official 50·epoch/100 = {50 * CASE.epoch / 100}, "
         f"diffnas {s.regularizers[0].params.lambda_per_epoch} · {CASE.epoch}"
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         command = f"python benchmarks/parity/beta_darts_ref.py --official BETA_DARTS_CHECKOUT --write {a.write}"
         summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command)
+        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
     return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
 
 

@@ -319,6 +319,7 @@ def write_fixture(
     official: dict[str, Any],
     diffs: dict[str, float],
     command: str,
+    settings: dict[str, float],
 ) -> None:
     data = {
         "version": FIXTURE_VERSION,
@@ -326,6 +327,7 @@ def write_fixture(
         "command": command,
         "torch": torch.__version__,
         "case": asdict(case),
+        "official_settings": settings,
         "diffnas_vs_official": diffs,
         "official": official,
     }
@@ -526,21 +528,37 @@ SETTINGS = {
 }
 
 
-def check_settings(s: Searcher, script: Path, extra: dict[str, str] | None = None) -> list[str]:
-    """Preset settings that differ from the official script's defaults (printed, returned)."""
+def preset_value(config: Any, key: str) -> Any:
+    """A setting of a loaded config by its dotted key, e.g. 'search.arch_betas[0]'."""
+    section, name = key.split(".")
+    index = None
+    if name.endswith("]"):  # e.g. arch_betas[0]
+        name, index = name[:-3], int(name[-2])
+    value = getattr(getattr(config, section), name)
+    return value if index is None else value[index]
+
+
+def official_settings(script: Path, extra: dict[str, str] | None = None) -> dict[str, float]:
+    """The official script's defaults under the preset keys they correspond to."""
     defaults = argparse_defaults(script)
-    cfg: Any = s.config
-    differ = []
-    for key, arg in {**SETTINGS, **(extra or {})}.items():
-        if arg not in defaults:
-            continue
-        section, name = key.split(".")
-        index = None
-        if name.endswith("]"):  # e.g. arch_betas[0]
-            name, index = name[:-3], int(name[-2])
-        ours = getattr(getattr(cfg, section), name)
-        ours = ours if index is None else ours[index]
-        if float(ours) != float(defaults[arg]):
-            differ.append(f"{key} = {ours}, official --{arg} default {defaults[arg]}")
+    return {
+        key: float(defaults[arg])
+        for key, arg in {**SETTINGS, **(extra or {})}.items()
+        if arg in defaults
+    }
+
+
+def check_settings(
+    preset: str, script: Path, extra: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Print the preset settings that differ from the official script's defaults; return
+    those defaults (a fixture stores them, so that CI checks the preset too)."""
+    official = official_settings(script, extra)
+    config = load_config([preset])
+    differ = [
+        f"{key} = {preset_value(config, key)}, official default {value}"
+        for key, value in official.items()
+        if float(preset_value(config, key)) != value
+    ]
     print(f"preset settings vs {script.name} defaults: " + ("; ".join(differ) or "all equal"))
-    return differ
+    return official

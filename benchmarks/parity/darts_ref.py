@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ours, inputs = common.diffnas_step(case)
     s = common.build_searcher(case)
-    common.check_settings(s, root / "train_search.py")
+    settings = common.check_settings(case.preset, root / "train_search.py")
     official = official_step(root, case, s, inputs, unrolled=a.order == 2)
     diffs = common.compare_full(ours, official)
     common.print_diffs(f"darts order {a.order}", diffs)
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             common.summarize(case, official, inputs["weights"]),
             diffs,
             command + f" --write {a.write}",
+            settings,
         )
     return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
 

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     root = a.official / "fairdarts"
     ours, inputs = common.diffnas_step(CASE)
     s = common.build_searcher(CASE)
-    common.check_settings(s, root / "train_search.py", {"search.arch_betas[0]": "arch_lr_gamma"})
+    settings = common.check_settings(
+        CASE.preset, root / "train_search.py", {"search.arch_betas[0]": "arch_lr_gamma"}
+    )
     print(
         f"zero-one weight {s.regularizers[0].params.weight}, official --aux_loss_weight default "
         f"{common.argparse_defaults(root / 'train_search.py')['aux_loss_weight']}"
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         command = f"python benchmarks/parity/fair_darts_ref.py --official FAIRDARTS_CHECKOUT --write {a.write}"
         summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command)
+        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
     return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
 
 

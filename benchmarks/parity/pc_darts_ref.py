@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     common.shim_old_torch()
     ours, inputs = common.diffnas_step(CASE)
     s = common.build_searcher(CASE)
-    common.check_settings(s, a.official / "train_search.py")
+    settings = common.check_settings(CASE.preset, a.official / "train_search.py")
     official = official_step(a.official, CASE, s, inputs)
     diffs = common.compare_full(ours, official)
     common.print_diffs("pc_darts", diffs)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         command = f"python benchmarks/parity/pc_darts_ref.py --official PC_DARTS_CHECKOUT --write {a.write}"
         summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command)
+        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
     return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
 
 

@@ -352,6 +352,9 @@ def build_report(run_dir: str | Path) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write report.html (atomically) into the run directory, or to `out`; return its path."""
+    from diffnas.errors import require_extra
+
+    require_extra("report", "matplotlib", what="diffnas report")
     text = build_report(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
     atomic_write_text(path, text)

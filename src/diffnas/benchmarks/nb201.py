@@ -48,8 +48,8 @@ def table_path() -> Path:
         dist = metadata.distribution("analog-nasbench")
     except metadata.PackageNotFoundError:
         raise LookupUnavailable(
-            "the NAS-Bench-201 lookup needs the optional table: pip install 'diffnas[nb201]' "
-            "(analog-nasbench)"
+            "the NAS-Bench-201 lookup needs the optional table (analog-nasbench): "
+            'pip install "diffnas[nb201]"'
         ) from None
     for f in dist.files or []:
         if f.name == "data.anb":

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from diffnas.commands._common import add_model_args, model_kwargs
+from diffnas.commands._common import add_device_arg, add_model_args, add_threads_arg, model_kwargs
 
 HELP = """\
 Parameters (auxiliary head excluded, as papers count), multiply-adds per image (forward
@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--repeats", type=int, default=20, help="timed forwards (default 20)")
     g.add_argument("--warmup", type=int, default=5, help="untimed forwards first (default 5)")
-    g.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    add_threads_arg(g)
+    add_device_arg(g, "cpu")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=run)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 
-from diffnas.config import AugmentConfig, CheckpointConfig, DataConfig, load_config
+from diffnas.config import AugmentConfig, CheckpointConfig, DataConfig, check_device, load_config
 from diffnas.errors import ConfigError
 
 NETWORKS = ("cifar", "imagenet")
@@ -138,5 +138,4 @@ def validate_train(config: TrainConfig) -> None:
         )
     if not 0.0 < d.subset <= 1.0:
         raise ConfigError(f"data.subset must be in (0, 1], got {d.subset}")
-    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{config.device}'")
+    check_device(config.device)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from diffnas.errors import ConfigError, ExportError
+from diffnas.errors import ConfigError, ExportError, require_extra
 from diffnas.evaluate.network import ModelSpec, main_logits
 from diffnas.utils import atomic_write_json
 
@@ -268,6 +268,10 @@ def export_model(
         )
     if opset < MIN_OPSET:
         raise ConfigError(f"ONNX opset must be >= {MIN_OPSET}, got {opset}")
+    if "onnx" in formats:
+        require_extra(
+            "export", "onnx", "onnxscript", "onnxruntime", what="ONNX export (--format onnx)"
+        )
     if "onnx" in formats and onnx_exporter == "dynamo" and opset < 18:
         raise ConfigError(
             f"the dynamo ONNX exporter writes opset 18 or later (asked: {opset}); use "

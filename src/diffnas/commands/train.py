@@ -14,9 +14,12 @@ Train the discrete network of a genotype with the DARTS evaluation recipe: auxil
 learning rate, SGD lr 0.025 momentum 0.9 weight decay 3e-4, gradient clipping 5, batch 96,
 600 epochs, 20 cells with C=36 (CIFAR). The preset follows --dataset (configs/train/
 cifar10, cifar100, digits; other datasets get the CIFAR-10 recipe); every key can be
-changed with --set. Writes a run directory: config.yaml, metrics.jsonl (per epoch: train
-loss/accuracy, test loss/accuracy, lr, drop-path), genotype.json, checkpoint.pt; a killed
-run continues with --resume RUN_DIR. Then: diffnas eval / export / profile RUN_DIR.
+changed with --set. The test split is evaluated once, after the last epoch; for a
+per-epoch validation accuracy hold out part of the training split (--set train.holdout=0.1).
+Writes a run directory: config.yaml, metrics.jsonl (per epoch: train loss/accuracy, lr,
+drop-path, validation with train.holdout; test loss/accuracy at the end), genotype.json,
+checkpoint.pt; a killed run continues with --resume RUN_DIR. Then: diffnas eval / export /
+profile RUN_DIR.
 """
 
 EPILOG = """\

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_exporter=args.onnx_exporter,
         rtol=args.rtol,
         atol=args.atol,
+        log=lambda m: Console(stderr=True).print(m, highlight=False, markup=False),
     )
     for r in results:
         console.print(str(r), highlight=False)

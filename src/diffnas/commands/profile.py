@@ -79,13 +79,25 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     kwargs = model_kwargs(args)
     specs = [resolve_model(s, **kwargs) for s in args.sources]  # all errors before any timing
-    results = [
-        profile(spec, batch_sizes=sizes, repeats=args.repeats, warmup=args.warmup, device=device)
-        for spec in specs
-    ]
+    status = Console(stderr=True)
+    results = []
+    for i, spec in enumerate(specs, 1):
+        timing = (
+            f", timing batch sizes {args.batch_sizes} ({args.repeats} runs each)" if sizes else ""
+        )
+        status.print(
+            f"[{i}/{len(specs)}] {spec.name}: counting parameters and multiply-adds{timing} ...",
+            highlight=False,
+            markup=False,
+        )
+        results.append(
+            profile(
+                spec, batch_sizes=sizes, repeats=args.repeats, warmup=args.warmup, device=device
+            )
+        )
     out = Console(soft_wrap=True)
     table = Table(title=f"profile ({device}, {results[0].threads} thread(s))")
-    table.add_column("network")
+    table.add_column("network", overflow="fold")  # wrapped, never cut to "DARTS_…"
     table.add_column("params (M)", justify="right")
     table.add_column("mult-adds (M)", justify="right")
     for b in sizes:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -323,12 +324,20 @@ def load_imagefolder(root: str | None = None, cache_dir: str | None = None) -> D
             return _folder_dataset(arrays, path)
         except Exception:
             cache.unlink(missing_ok=True)  # a corrupt cache is rebuilt, not trusted
+    # the first load decodes every image (CIFAR-10's 60,000 JPEGs: about 20 s) and writes a
+    # cache of the size of the raw pixels (185 MB for CIFAR-10): say so, and where
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"decoding the images of '{path}' (once; CIFAR-10 takes about 20 s) ...")
     arrays = _decode_tree(path)
     cache.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}.", suffix=".npz")
     with os.fdopen(fd, "wb") as fh:  # a unique temp name: concurrent runs may decode at once
         np.savez(fh, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, cache)
+    say(
+        f"decoded images cached in {cache} ({cache.stat().st_size / 1e6:.0f} MB; later runs "
+        f"load it instead; data.cache_dir chooses the folder, deleting the file is safe)"
+    )
     return _folder_dataset(arrays, path)
 
 

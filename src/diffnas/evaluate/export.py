@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -257,8 +257,10 @@ def export_model(
     rtol: float = 1e-4,
     atol: float = 1e-4,
     seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> list[ExportResult]:
-    """Export `model` (switched to eval mode) to each format under `out_dir` and check it."""
+    """Export `model` (switched to eval mode) to each format under `out_dir` and check it;
+    `log` hears which format is being exported (an ONNX export can take a minute)."""
     for f in formats:
         if f not in FORMATS:
             raise ConfigError(f"unknown export format '{f}'; choose from {', '.join(FORMATS)}")
@@ -288,6 +290,9 @@ def export_model(
     for fmt in formats:
         path = out / FILES[fmt]
         start = time.perf_counter()
+        if log is not None:
+            how = f", {onnx_exporter} exporter" if fmt == "onnx" else ""
+            log(f"exporting {fmt}{how} to {path} and checking it against PyTorch ...")
         if fmt == "torchscript":
             to_torchscript(model, example, path)
             extra: dict[str, Any] = {}

@@ -302,3 +302,50 @@ def test_lookup_labels_each_source(monkeypatch) -> None:
     lines = lookup_lines("NB201_OPTIMUM")
     assert any("94.37 %" in x and "published mean" in x for x in lines)
     assert any('pip install "diffnas[nb201]"' in x for x in lines)
+
+
+OPTIMUM = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+
+
+def _tiny_nb201_file(path: Path) -> None:
+    """A 2-cell NAS-Bench-201 file made with the API's own classes: per cell, the `cifar10`
+    setting with 2 epochs and two seeds (12- and 200-epoch slots alike)."""
+    api = pytest.importorskip("nas_201_api")
+    import torch
+
+    final = {OPTIMUM: (94.00, 94.74), ALL_SKIP: (60.10, 61.00)}  # test acc. of seeds 777, 888
+    arch2infos = {}
+    for index, arch in enumerate(final):
+        results = {}
+        for hp in ("less", "full"):
+            ar = api.ArchResults(index, arch)
+            for seed, acc in zip((777, 888), final[arch]):
+                config = {"arch_str": arch, "channel": 16, "num_cells": 5, "class_num": 10}
+                rc = api.ResultsCount("cifar10", None, {0: 50.0, 1: 90.0}, {0: 1.0, 1: 0.3},
+                                      0.5, 80.0, config, seed, 2, None)  # fmt: skip
+                rc.update_eval({"ori-test@0": 40.0, "ori-test@1": acc},
+                               {"ori-test@0": 1.5, "ori-test@1": 0.2},
+                               {"ori-test@0": 1.0, "ori-test@1": 1.0})  # fmt: skip
+                ar.update("cifar10", seed, rc)
+            results[hp] = ar.state_dict()
+        arch2infos[index] = results
+    data = {"meta_archs": list(final), "arch2infos": arch2infos, "evaluated_indexes": [0, 1]}
+    torch.save(data, path)
+
+
+def test_lookup_reads_an_official_nas_bench_201_file(tmp_path, monkeypatch) -> None:
+    from diffnas.benchmarks import nb201
+    from diffnas.commands.lookup import lookup_lines
+
+    path = tmp_path / "NAS-Bench-201-tiny.pth"
+    _tiny_nb201_file(path)
+    lines = lookup_lines("NB201_OPTIMUM", str(path))
+    # the mean of the two seeds' final test accuracies, by hand: (94.00 + 94.74) / 2
+    assert any("94.37 %" in x and "NAS-Bench-201 file NAS-Bench-201-tiny.pth" in x for x in lines)
+    monkeypatch.setenv(nb201.OFFICIAL_ENV, str(path))
+    assert any("60.55 %" in x and "NAS-Bench-201 file" in x for x in lookup_lines(ALL_SKIP))
+    with pytest.raises(nb201.DatasetError, match="is not in the NAS-Bench-201 file"):
+        lookup_lines("NB201_ALL_CONV3")
+    with pytest.raises(nb201.DatasetError, match="does not exist"):
+        lookup_lines("NB201_OPTIMUM", str(tmp_path / "missing.pth"))

@@ -349,3 +349,14 @@ def test_lookup_reads_an_official_nas_bench_201_file(tmp_path, monkeypatch) -> N
         lookup_lines("NB201_ALL_CONV3")
     with pytest.raises(nb201.DatasetError, match="does not exist"):
         lookup_lines("NB201_OPTIMUM", str(tmp_path / "missing.pth"))
+
+
+def test_what_selects_uses_a_held_out_split() -> None:
+    # (training's test split once at the end: test_train.py and test_netsearch.py)
+    from diffnas.config import DataConfig, NetsearchConfig
+    from diffnas.evaluate.config import TrainLoopConfig
+    from diffnas.network_search.evaluate import proxy_config
+
+    proxy = proxy_config(NetsearchConfig(), DataConfig(), 0, 0, "cpu").train
+    assert proxy.holdout > 0 and not proxy.final_test  # netsearch selects on val_acc only
+    assert TrainLoopConfig().final_test

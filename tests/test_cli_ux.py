@@ -360,3 +360,19 @@ def test_what_selects_uses_a_held_out_split() -> None:
     proxy = proxy_config(NetsearchConfig(), DataConfig(), 0, 0, "cpu").train
     assert proxy.holdout > 0 and not proxy.final_test  # netsearch selects on val_acc only
     assert TrainLoopConfig().final_test
+
+
+def test_profile_never_cuts_a_name(tmp_path, monkeypatch, capsys) -> None:
+    from diffnas.spaces import zoo
+
+    name = "a_rather_long_genotype_name_from_a_file"
+    genotype = zoo.get("NB201_ALL_SKIP")
+    path = tmp_path / "g.json"
+    genotype.save(path)
+    path.write_text(path.read_text().replace('"NB201_ALL_SKIP"', f'"{name}"'))
+    monkeypatch.setenv("COLUMNS", "70")  # a narrow terminal: the column wraps, it is not cut
+    argv = ["profile", str(path), "--channels", "4", "--layers", "1", "--batch-sizes", ""]
+    assert main([*argv, "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if "│" in line)
+    assert name in cells and "…" not in out

@@ -376,3 +376,20 @@ def test_profile_never_cuts_a_name(tmp_path, monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if "│" in line)
     assert name in cells and "…" not in out
+
+
+def test_search_lookup_uses_the_official_file_when_named(tmp_path, monkeypatch) -> None:
+    from diffnas.benchmarks import nb201
+    from diffnas.callbacks.lookup import Nb201Lookup
+    from diffnas.callbacks.progress import epoch_line
+    from diffnas.spaces import zoo
+
+    path = tmp_path / "NAS-Bench-201-tiny.pth"
+    _tiny_nb201_file(path)
+    monkeypatch.setenv(nb201.OFFICIAL_ENV, str(path))
+    monkeypatch.setattr(nb201, "available", lambda: False)  # the file alone suffices
+    searcher = SimpleNamespace(current_genotype=zoo.get("NB201_OPTIMUM"), derivation=None)
+    metrics = {"epoch": 0, "train_acc": 50.0, "time_s": 3.0}
+    Nb201Lookup().collect(searcher, metrics)
+    assert metrics["nb201_file_acc"] == pytest.approx(94.37) and "lookup_acc" not in metrics
+    assert "NB201 file 94.37%" in epoch_line(metrics, 1, 3.0)

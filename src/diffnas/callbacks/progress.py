@@ -106,4 +106,6 @@ def epoch_line(metrics: dict[str, Any], epochs: int, epoch_s: float) -> str:
         line += f"  NB201 lookup {metrics['lookup_acc']:.2f}%"
         if "lookup_scores" in metrics:
             line += " (op choice only)"
+    if "nb201_file_acc" in metrics:
+        line += f"  NB201 file {metrics['nb201_file_acc']:.2f}%"
     return line + f"  time {epoch_s:.0f}s (total {metrics['time_s']:.0f}s)"

@@ -373,7 +373,9 @@ def test_profile_never_cuts_a_name(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("COLUMNS", "70")  # a narrow terminal: the column wraps, it is not cut
     argv = ["profile", str(path), "--channels", "4", "--layers", "1", "--batch-sizes", ""]
     assert main([*argv, "--threads", "1"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert f"[1/1] {name}: counting parameters" in captured.err.replace("\n", " ")
     cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if "│" in line)
     assert name in cells and "…" not in out
 
@@ -393,3 +395,28 @@ def test_search_lookup_uses_the_official_file_when_named(tmp_path, monkeypatch) 
     Nb201Lookup().collect(searcher, metrics)
     assert metrics["nb201_file_acc"] == pytest.approx(94.37) and "lookup_acc" not in metrics
     assert "NB201 file 94.37%" in epoch_line(metrics, 1, 3.0)
+
+
+def test_first_imagefolder_load_says_it_decodes_and_where_it_caches(tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from diffnas.data.datasets import load_dataset
+
+    for split in ("train", "test"):
+        (tmp_path / "tree" / split / "ant").mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "tree" / split / "ant/0.png")
+    cache = tmp_path / "cache"
+    load_dataset("imagefolder", str(tmp_path / "tree"), str(cache))
+    err = capsys.readouterr().err
+    (npz,) = cache.glob("*.npz")
+    assert "decoding the images of" in err and f"cached in {npz}" in err
+    load_dataset("imagefolder", str(tmp_path / "tree"), str(cache))  # from the cache: silent
+    assert capsys.readouterr().err == ""
+
+
+def test_export_says_which_format_it_is_exporting(tmp_path, capsys) -> None:
+    argv = ["export", "NB201_ALL_SKIP", "--channels", "4", "--layers", "1"]
+    argv += ["--format", "torchscript", "--out", str(tmp_path), "--threads", "1"]
+    assert main(argv) == 0
+    assert "exporting torchscript to" in capsys.readouterr().err

@@ -475,6 +475,13 @@ def load_config(
     return config
 
 
+def check_device(name: str) -> str:
+    """`name` if it is a device diffnas can be asked for (auto, cpu, cuda, cuda:N, mps)."""
+    if name in ("auto", "cpu", "cuda", "mps") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{name}'")
+
+
 def validate(config: Config) -> None:
     """Checks that need the registries: part names and part parameters."""
     from diffnas import registry
@@ -505,8 +512,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data.train_portion must be between 0 and 1 (exclusive), got {tp}")
     if not 0.0 < config.data.subset <= 1.0:
         raise ConfigError(f"data.subset must be in (0, 1], got {config.data.subset}")
-    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{config.device}'")
+    check_device(config.device)
     validate_netsearch(config.netsearch)
     if config.supernet.partial_channels < 1:
         raise ConfigError(

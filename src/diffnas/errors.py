@@ -46,6 +46,21 @@ class ExportError(DiffnasError):
     exported model disagrees with PyTorch."""
 
 
+class MissingExtra(DiffnasError):
+    """A command needs an optional dependency group (`pip install "diffnas[NAME]"`)."""
+
+
+def require_extra(extra: str, *modules: str, what: str) -> None:
+    """Raise MissingExtra naming the pip command when any of `modules` is not importable."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise MissingExtra(
+            f'{what} needs {", ".join(missing)} (not installed): pip install "diffnas[{extra}]"'
+        )
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

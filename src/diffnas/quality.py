@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffnas.config import Config, from_dict, load_config, to_dict
 from diffnas.errors import ConfigError
-from diffnas.run import RunDir
-from diffnas.spaces.genotype import Genotype
-from diffnas.utils import atomic_write_json
+
+if TYPE_CHECKING:  # runtime imports are local: `diffnas --help` must not import torch
+    from diffnas.spaces.genotype import Genotype
 
 DEFAULT_PROTOCOL = "protocols/nb201_cpu"
 # the robust methods of the table, plain DARTS, and the random-search baseline (RDARTS needs
@@ -150,7 +150,10 @@ def plan(
     if dup:
         raise ConfigError(f"method labels must be unique, repeated: {', '.join(sorted(dup))}")
     cores = cores or os.cpu_count() or 1
-    threads = threads or 1
+    # the cores are shared among the searches running at once: one thread each unless
+    # --jobs says how many run at once
+    if threads is None:
+        threads = max(1, cores // jobs) if jobs else 1
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     parallel = jobs or max(1, cores // threads)
@@ -167,7 +170,9 @@ def plan(
 
 def run_job(job: Job) -> dict[str, Any]:
     """One search (or its resumption); writes and returns the run's bench.json record."""
+    from diffnas.run import RunDir
     from diffnas.search import resume, search
+    from diffnas.utils import atomic_write_json
 
     run = RunDir(job.run_dir)
     record: dict[str, Any] = {"method": job.method, "seed": job.seed}
@@ -293,6 +298,8 @@ def cell_string(g: Genotype | None) -> str:
 def read_row(run_dir: Path, method: str, seed: int) -> Row:
     import json
 
+    from diffnas.run import RunDir  # imports torch: not at module level (`diffnas --help`)
+
     run = RunDir(run_dir)
     records = run.read_metrics() if run.path.exists() else []
     epochs = 0
@@ -314,6 +321,8 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
     raw = last.get("genotype")
     if status == "done" and run.genotype_path.exists():
         raw = json.loads(run.genotype_path.read_text())
+    from diffnas.spaces.genotype import Genotype
+
     genotype = Genotype.from_json(raw) if raw else None  # parsed once for every column
     lookup = last.get("lookup_acc")
     if status == "done" and genotype is not None:
@@ -481,6 +490,13 @@ def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
     os.replace(tmp, path)
 
 
+def plot_available() -> bool:
+    """quality.png needs matplotlib (the `report` extra); the table and CSV do not."""
+    from importlib.util import find_spec
+
+    return find_spec("matplotlib") is not None
+
+
 def write_outputs(
     out: Path, methods: Sequence[str], seeds: Sequence[int], title: str = ""
 ) -> list[Row]:
@@ -490,5 +506,6 @@ def write_outputs(
     rows = collect_rows(out, methods, seeds)
     atomic_write_text(out / "quality.md", markdown(rows, title))
     write_csv(rows, out / "quality.csv")
-    plot(rows, out / "quality.png", title)
+    if plot_available():
+        plot(rows, out / "quality.png", title)
     return rows

@@ -385,7 +385,11 @@ def default_callbacks(config: Config, progress: bool | None = None) -> list[Call
     from diffnas.callbacks.progress import ProgressBar
 
     cbs: list[Callback] = []
-    if config.space.name == "nb201" and config.log.lookup and nb201.available():
+    if (
+        config.space.name == "nb201"
+        and config.log.lookup
+        and (nb201.available() or nb201.official_file() is not None)
+    ):
         cbs.append(Nb201Lookup())
     cbs.append(MetricsLogger())
     cbs.append(Checkpointer(config.checkpoint.every_s, config.checkpoint.every_steps))

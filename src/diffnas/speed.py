@@ -148,12 +148,15 @@ def run(
     steps: int = 3,
     rounds: int = 2,
     batch_size: int = 64,
-    threads: int = 2,
+    threads: int | None = None,
     extra: list[str] | None = None,
     echo: Any = print,
 ) -> list[Row]:
-    """Run the benchmark (one process per space, implementation and round); print a table."""
+    """Run the benchmark (one process per space, implementation and round); print a table.
+
+    `threads` defaults to all cores (one process runs at a time), as in every command."""
     extra = extra or []
+    threads = threads or os.cpu_count() or 1
     rate = matmul_rate(threads)
     echo(f"CPU: {cpu_model()} | torch {torch.__version__} | threads {threads}")
     echo(f"fp32 matmul rate (1024^3, best of runs): {rate / 1e9:.1f} GFLOP/s")

@@ -112,12 +112,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto (CUDA if visible, else CPU), cpu, cuda, cuda:N or mps, checked against this machine."""
+    from diffnas.config import check_device
+
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device '{name}' was asked for but this machine has no CUDA GPU visible to "
+                f"PyTorch (torch {torch.__version__}); use --device cpu or --device auto"
+            )
+        count = torch.cuda.device_count()
+        if name != "cuda" and int(name[5:]) >= count:
+            raise ConfigError(
+                f"device '{name}' was asked for but PyTorch sees {count} CUDA GPU(s): "
+                f"cuda:0 .. cuda:{count - 1}"
+            )
+    if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(
-            f"device '{name}' was asked for but this machine has no CUDA GPU visible to PyTorch "
-            f"(torch {torch.__version__}); use --device cpu or --device auto"
+            "device 'mps' was asked for but Apple's Metal backend is not available to PyTorch "
+            "here; use --device cpu or --device auto"
         )
     return torch.device(name)
 

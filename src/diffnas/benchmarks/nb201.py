@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from diffnas.errors import DiffnasError
+from diffnas.errors import DatasetError, DiffnasError, require_extra
 from diffnas.spaces.genotype import Genotype
 
 # analog-nasbench op codes
@@ -48,8 +48,8 @@ def table_path() -> Path:
         dist = metadata.distribution("analog-nasbench")
     except metadata.PackageNotFoundError:
         raise LookupUnavailable(
-            "the NAS-Bench-201 lookup needs the optional table: pip install 'diffnas[nb201]' "
-            "(analog-nasbench)"
+            "the NAS-Bench-201 lookup needs the optional table (analog-nasbench): "
+            'pip install "diffnas[nb201]"'
         ) from None
     for f in dist.files or []:
         if f.name == "data.anb":
@@ -95,3 +95,59 @@ def available() -> bool:
 
 def all_accuracies() -> list[float]:
     return [float(r.baseline_accuracy) for r in _table().values()]
+
+
+# --------------------------------------------------------------------------- official file
+# NAS-Bench-201's own benchmark file (NAS-Bench-201-v1_0-e61699.pth or -v1_1-096897.pth),
+# read through its own API package (nas-bench-201, in the nb201 extra); the file is not
+# redistributable here: a user who has it names it with --nb201-file or this variable.
+OFFICIAL_ENV = "DIFFNAS_NB201_FILE"
+
+
+def official_file(path: str | Path | None = None) -> Path | None:
+    """The official benchmark file given (argument, else $DIFFNAS_NB201_FILE), or None."""
+    import os
+
+    given = path or os.environ.get(OFFICIAL_ENV)
+    if not given:
+        return None
+    file = Path(given).expanduser()
+    if not file.is_file():
+        raise DatasetError(
+            f"NAS-Bench-201 file '{file}' does not exist; give the path of "
+            "NAS-Bench-201-v1_1-096897.pth (or v1_0) or unset " + OFFICIAL_ENV
+        )
+    return file
+
+
+@lru_cache(maxsize=1)
+def _official_api(path: str) -> Any:
+    import contextlib
+    import io
+
+    import torch
+
+    require_extra("nb201", "nas_201_api", what="reading the official NAS-Bench-201 file")
+    from nas_201_api import NASBench201API
+
+    # the user's own benchmark file, a pickle of plain Python objects (torch.load's default
+    # weights_only mode refuses some of them); the API prints as it loads
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return NASBench201API(data, verbose=False)
+
+
+def official_lookup(genotype: Genotype, path: str | Path) -> float:
+    """CIFAR-10 test accuracy (%) in NAS-Bench-201's own file: the `cifar10` setting (trained
+    on train + valid, 200 epochs), averaged over the file's training runs (seeds), which is
+    the figure the NAS-Bench-201 paper publishes."""
+    from diffnas.spaces.nb201 import to_nb201_string
+
+    anb_key(genotype)  # the same nb201 check as the table
+    api = _official_api(str(path))
+    arch = to_nb201_string(genotype)
+    index = api.query_index_by_arch(arch)
+    if index < 0 or index not in api.arch2infos_dict:
+        raise DatasetError(f"{arch} is not in the NAS-Bench-201 file '{path}'")
+    info = api.get_more_info(index, "cifar10", hp="200", is_random=False)
+    return float(info["test-accuracy"])

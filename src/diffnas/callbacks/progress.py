@@ -1,7 +1,10 @@
-"""A Rich progress bar over a run's steps (search or training) with loss, accuracy and ETA."""
+"""Progress of a run (search or training): a Rich bar with loss, accuracy and ETA on a
+terminal, and one line per epoch (plain text when stdout is not a terminal, e.g. a batch
+job's log, or with `--no-progress`)."""
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -23,13 +26,24 @@ if TYPE_CHECKING:
 class ProgressBar(Callback["Loop"]):
     name = "progress"
 
-    def __init__(self, console: Console | None = None, refresh_steps: int = 5) -> None:
+    def __init__(
+        self, console: Console | None = None, refresh_steps: int = 5, bar: bool | None = None
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.refresh_steps = refresh_steps
+        # the bar only where someone watches: stdout and the bar's console are terminals
+        self.bar = (sys.stdout.isatty() and self.console.is_terminal) if bar is None else bar
         self.progress: Progress | None = None
         self.task: Any = None
+        self.last_s = 0.0
 
     def on_search_start(self, s: Loop) -> None:
+        self.last_s = float(getattr(s, "elapsed_s", 0.0))
+        if s.epoch >= s.epochs:
+            self._print(f"all {s.epochs} epochs are already done; nothing left to run")
+            return
+        if not self.bar:
+            return
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -63,22 +77,35 @@ class ProgressBar(Callback["Loop"]):
         )
 
     def on_epoch_end(self, s: Loop, metrics: dict[str, Any]) -> None:
-        if self.progress is None:
-            return
-        self.progress.update(self.task, completed=s.global_step)
-        line = f"epoch {metrics['epoch'] + 1}/{s.epochs}  train {metrics['train_acc']:.1f}%"
-        for key, label in (("val_acc", "val"), ("test_acc", "test")):
-            if key in metrics:
-                value = metrics[key]
-                line += f"  {label} {'-' if value is None else f'{value:.1f}%'}"
-        if "lookup_acc" in metrics:
-            line += f"  NB201 lookup {metrics['lookup_acc']:.2f}%"
-            if "lookup_scores" in metrics:
-                line += " (op choice only)"
-        line += f"  {metrics['time_s']:.0f}s"
-        self.progress.console.print(line)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=s.global_step)
+        self._print(epoch_line(metrics, s.epochs, metrics["time_s"] - self.last_s))
+        self.last_s = metrics["time_s"]
+
+    def _print(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line, highlight=False, markup=False)
+        else:  # plain text, flushed: a log file gets each epoch as it ends
+            print(line, flush=True)
 
     def on_search_end(self, s: Loop) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def epoch_line(metrics: dict[str, Any], epochs: int, epoch_s: float) -> str:
+    """`epoch 3/20  train 81.2%  val 78.0%  time 4s (total 12s)`: the epoch's own time and
+    the run's cumulative time (metrics.jsonl's time_s)."""
+    line = f"epoch {metrics['epoch'] + 1}/{epochs}  train {metrics['train_acc']:.1f}%"
+    for key, label in (("val_acc", "val"), ("test_acc", "test")):
+        if key in metrics:
+            value = metrics[key]
+            line += f"  {label} {'-' if value is None else f'{value:.1f}%'}"
+    if "lookup_acc" in metrics:
+        line += f"  NB201 lookup {metrics['lookup_acc']:.2f}%"
+        if "lookup_scores" in metrics:
+            line += " (op choice only)"
+    if "nb201_file_acc" in metrics:
+        line += f"  NB201 file {metrics['nb201_file_acc']:.2f}%"
+    return line + f"  time {epoch_s:.0f}s (total {metrics['time_s']:.0f}s)"

@@ -67,7 +67,9 @@ def _register_speed(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, default=3, help="timed steps per process (default 3)")
     s.add_argument("--rounds", type=int, default=2, help="processes per implementation (2)")
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    s.add_argument(
+        "--threads", type=int, help="PyTorch threads (default: all cores; one process at a time)"
+    )
     s.add_argument(
         "--set",
         action="append",
@@ -129,7 +131,12 @@ def _register_quality(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--jobs", "-j", type=int, help="parallel searches (default: CPU cores // --threads)"
     )
-    q.add_argument("--threads", type=int, default=1, help="PyTorch threads per search (default 1)")
+    q.add_argument(
+        "--threads",
+        type=int,
+        help="PyTorch threads per search (default: the cores shared among the searches running "
+        "at once; 1 each when --jobs is not given)",
+    )
     q.add_argument(
         "--set",
         action="append",
@@ -185,5 +192,12 @@ def run_quality(args: argparse.Namespace) -> int:
         quality.execute(bench, done)
     rows = quality.write_outputs(out, labels, args.seeds, title)
     Console(soft_wrap=True).print(quality.markdown(rows, title), highlight=False)
-    console.print(f"wrote {out / 'quality.md'}, {out / 'quality.csv'}, {out / 'quality.png'}")
+    if quality.plot_available():
+        console.print(f"wrote {out / 'quality.md'}, {out / 'quality.csv'}, {out / 'quality.png'}")
+    else:
+        console.print(
+            f"wrote {out / 'quality.md'}, {out / 'quality.csv'}; quality.png needs matplotlib: "
+            'pip install "diffnas[report]"',
+            highlight=False,
+        )
     return 0 if all(r.status == "done" for r in rows) else 1

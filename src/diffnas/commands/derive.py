@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "weights with the run's derivation (e.g. top-2 per node, ACA channel "
         "allocation), also for a run that is still going or was killed.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a search run directory (finished or still running)"
+    )
     p.add_argument("--out", "-o", help="write the genotype to this JSON file")
     p.set_defaults(func=run)
 

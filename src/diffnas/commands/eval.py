@@ -6,6 +6,8 @@ import argparse
 
 from rich.console import Console
 
+from diffnas.commands._common import add_device_arg
+
 HELP = """\
 Test-split accuracy of a training run's final weights. Inputs are normalized with the
 run's own training mean/std. --dataset/--data-root evaluate on another copy of the data
@@ -33,8 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--export-dir", help="where the exported files are (default RUN_DIR/export)")
     p.add_argument("--batch-size", type=int, default=256, help="test batch size (default 256)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and onnxruntime")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: all cores)"
+    )
+    add_device_arg(p, "cpu")
     p.set_defaults(func=run)
 
 

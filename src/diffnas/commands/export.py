@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from diffnas.commands._common import add_model_args, model_kwargs
+from diffnas.commands._common import add_model_args, add_threads_arg, model_kwargs
 
 HELP = """\
 Export a network in eval mode (no auxiliary head, no drop-path) to TorchScript (traced) and
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rtol", type=float, default=1e-4, help="parity tolerance, relative to the largest output"
     )
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, absolute")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    add_threads_arg(p)
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_exporter=args.onnx_exporter,
         rtol=args.rtol,
         atol=args.atol,
+        log=lambda m: Console(stderr=True).print(m, highlight=False, markup=False),
     )
     for r in results:
         console.print(str(r), highlight=False)

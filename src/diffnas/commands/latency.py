@@ -11,6 +11,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from diffnas.commands._common import add_device_arg, add_threads_arg
+
 HELP = """\
 Latency-aware search in three steps, on the device the network will run on:
 
@@ -80,8 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="latency of an architecture from its timed runs (default median; min is "
         "steadier on a machine shared with other jobs)",
     )  # fmt: skip
-    c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    c.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    add_device_arg(c, "cpu")
+    add_threads_arg(c)
     c.set_defaults(func=run_collect)
 
     f = lsub.add_parser(

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from diffnas.commands._common import add_model_args, model_kwargs
+from diffnas.commands._common import add_device_arg, add_model_args, add_threads_arg, model_kwargs
 
 HELP = """\
 Parameters (auxiliary head excluded, as papers count), multiply-adds per image (forward
@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--repeats", type=int, default=20, help="timed forwards (default 20)")
     g.add_argument("--warmup", type=int, default=5, help="untimed forwards first (default 5)")
-    g.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    add_threads_arg(g)
+    add_device_arg(g, "cpu")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=run)
 
@@ -79,13 +79,25 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     kwargs = model_kwargs(args)
     specs = [resolve_model(s, **kwargs) for s in args.sources]  # all errors before any timing
-    results = [
-        profile(spec, batch_sizes=sizes, repeats=args.repeats, warmup=args.warmup, device=device)
-        for spec in specs
-    ]
+    status = Console(stderr=True)
+    results = []
+    for i, spec in enumerate(specs, 1):
+        timing = (
+            f", timing batch sizes {args.batch_sizes} ({args.repeats} runs each)" if sizes else ""
+        )
+        status.print(
+            f"[{i}/{len(specs)}] {spec.name}: counting parameters and multiply-adds{timing} ...",
+            highlight=False,
+            markup=False,
+        )
+        results.append(
+            profile(
+                spec, batch_sizes=sizes, repeats=args.repeats, warmup=args.warmup, device=device
+            )
+        )
     out = Console(soft_wrap=True)
     table = Table(title=f"profile ({device}, {results[0].threads} thread(s))")
-    table.add_column("network")
+    table.add_column("network", overflow="fold")  # wrapped, never cut to "DARTS_…"
     table.add_column("params (M)", justify="right")
     table.add_column("mult-adds (M)", justify="right")
     for b in sizes:

@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a search run directory (finished or still running)"
+    )
     p.add_argument("--out", "-o", help="write the report here instead of RUN_DIR/report.html")
     p.set_defaults(func=run)
 

@@ -6,7 +6,12 @@ import argparse
 
 from rich.console import Console
 
-from diffnas.commands._common import add_config_args, config_from_args
+from diffnas.commands._common import (
+    add_config_args,
+    add_search_size_args,
+    config_from_args,
+    progress_args,
+)
 
 HELP = """\
 Run a differentiable architecture search and write a run directory with config.yaml,
@@ -22,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_args(p)
+    add_search_size_args(add_config_args(p))
     p.add_argument(
         "--out", "-o", help="run directory (default runs/<method>-<space>-<dataset>-<time>)"
     )
@@ -31,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="RUN_DIR",
         help="continue a run from its checkpoint (its own config is used)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar, one plain line per epoch (also the default when stdout is not "
+        "a terminal)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
         "--dry-run",
@@ -47,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.config import dump_config
 
     out = Console(soft_wrap=True)
-    progress = False if args.no_progress else None
+    progress, callbacks = progress_args(args)
     if args.resume:
-        result = diffnas.resume(args.resume, progress=progress)
+        result = diffnas.resume(args.resume, progress=progress, callbacks=callbacks)
     else:
-        config = config_from_args(args)
+        config = config_from_args(args, size_flags=True)
         if args.print_config:
             out.print(dump_config(config), end="", highlight=False)
             return 0
@@ -62,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
             out.print(est.report(), highlight=False)
             est.check()
             return 0
-        result = diffnas.search(config, out=args.out, progress=progress)
+        result = diffnas.search(config, out=args.out, progress=progress, callbacks=callbacks)
     out.print(str(result), highlight=False)
     return 0

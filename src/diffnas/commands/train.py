@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from diffnas.commands._common import RUN_FLAGS, add_run_args, flag_overrides
+from diffnas.commands._common import RUN_FLAGS, add_run_args, flag_overrides, progress_args
 
 HELP = """\
 Train the discrete network of a genotype with the DARTS evaluation recipe: auxiliary head
@@ -14,9 +14,12 @@ Train the discrete network of a genotype with the DARTS evaluation recipe: auxil
 learning rate, SGD lr 0.025 momentum 0.9 weight decay 3e-4, gradient clipping 5, batch 96,
 600 epochs, 20 cells with C=36 (CIFAR). The preset follows --dataset (configs/train/
 cifar10, cifar100, digits; other datasets get the CIFAR-10 recipe); every key can be
-changed with --set. Writes a run directory: config.yaml, metrics.jsonl (per epoch: train
-loss/accuracy, test loss/accuracy, lr, drop-path), genotype.json, checkpoint.pt; a killed
-run continues with --resume RUN_DIR. Then: diffnas eval / export / profile RUN_DIR.
+changed with --set. The test split is evaluated once, after the last epoch; for a
+per-epoch validation accuracy hold out part of the training split (--set train.holdout=0.1).
+Writes a run directory: config.yaml, metrics.jsonl (per epoch: train loss/accuracy, lr,
+drop-path, validation with train.holdout; test loss/accuracy at the end), genotype.json,
+checkpoint.pt; a killed run continues with --resume RUN_DIR. Then: diffnas eval / export /
+profile RUN_DIR.
 """
 
 EPILOG = """\
@@ -54,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="YAML config file or preset (train/cifar10, train/cifar100, train/digits); "
         "default: the preset of --dataset",
     )
-    add_run_args(g, "train.epochs")
+    add_run_args(g, "train.epochs", "--set train.lr=0.05 --set data.subset=0.1")
     g.add_argument("--channels", type=int, help="initial channels C (model.channels)")
     g.add_argument("--layers", type=int, help="darts: cells; nb201: cells per stage (model.layers)")
     g.add_argument("--batch-size", type=int, help="data.batch_size")
@@ -68,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a training run from its checkpoint"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar, one plain line per epoch (also the default when stdout is not "
+        "a terminal)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -90,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.evaluate.train import resume_training, train
 
     out = Console(soft_wrap=True)
-    progress = False if args.no_progress else None
+    progress, callbacks = progress_args(args)
     if args.resume:
         extra = flag_overrides(args, TRAIN_FLAGS) + args.overrides + args.config
         if args.genotype or extra:
@@ -98,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 "--resume continues a run with its own genotype and config; drop "
                 f"{'the GENOTYPE argument' if args.genotype else ' '.join(extra)}"
             )
-        result = resume_training(args.resume, progress=progress)
+        result = resume_training(args.resume, progress=progress, callbacks=callbacks)
     else:
         sources = args.config or [train_preset(args.dataset)]
         config = load_train_config(sources, flag_overrides(args, TRAIN_FLAGS) + args.overrides)
@@ -110,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
                 "no genotype to train: give a genotype file, zoo name (e.g. DARTS_V2; see "
                 "`diffnas zoo`) or search run directory"
             )
-        result = train(args.genotype, config, out=args.out, progress=progress)
+        result = train(args.genotype, config, out=args.out, progress=progress, callbacks=callbacks)
     out.print(str(result), highlight=False)
     return 0

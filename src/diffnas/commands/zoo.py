@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Without NAME: list the zoo. With NAME: print the cell, "
         "and with --out write it as a genotype JSON file.",
     )
-    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument(
+        "name", nargs="?", metavar="NAME", help="a zoo cell, e.g. DARTS_V2 (omit: list them all)"
+    )
     p.add_argument("--out", "-o", help="write the genotype to this JSON file")
     p.set_defaults(func=run)
 

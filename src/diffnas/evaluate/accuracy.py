@@ -167,6 +167,10 @@ def evaluate_run(
     from diffnas.utils import resolve_device, set_threads
 
     check_backend(backend)
+    if backend in ("onnx", "all"):
+        from diffnas.errors import require_extra
+
+        require_extra("export", "onnxruntime", what=f"diffnas eval --backend {backend}")
     set_threads(threads)
     dev = resolve_device(device)
     spec = load_trained(run_dir)

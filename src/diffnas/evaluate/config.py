@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 
-from diffnas.config import AugmentConfig, CheckpointConfig, DataConfig, load_config
+from diffnas.config import AugmentConfig, CheckpointConfig, DataConfig, check_device, load_config
 from diffnas.errors import ConfigError
 
 NETWORKS = ("cifar", "imagenet")
@@ -47,12 +47,17 @@ class TrainLoopConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     label_smoothing: float = 0.0
-    # test accuracy every N epochs (and always after the last); 0 = only after the last
+    # validation accuracy (on the held-out split, train.holdout > 0) every N epochs and after
+    # the last; 0 = only after the last. The test split is never looked at during training.
     eval_every: int = 1
     # fraction of the (subset of the) training split held out as a validation split: the
-    # network trains on the rest and is evaluated on it (val_acc) instead of the test split,
-    # e.g. for the proxy training of the network-level search. 0 = off.
+    # network trains on the rest and is evaluated on it (val_acc) every eval_every epochs,
+    # e.g. for the proxy training of the network-level search. 0 = off (the DARTS recipe
+    # trains on the whole training split).
     holdout: float = 0.0
+    # test accuracy once, after the last epoch (false: never, e.g. netsearch's proxy runs,
+    # which select on val_acc and must not spend time on the test split)
+    final_test: bool = True
     # seed of the data.subset and holdout selection (null: the run's seed); fixing it gives
     # runs with different seeds the same split
     split_seed: int | None = None
@@ -138,5 +143,4 @@ def validate_train(config: TrainConfig) -> None:
         )
     if not 0.0 < d.subset <= 1.0:
         raise ConfigError(f"data.subset must be in (0, 1], got {d.subset}")
-    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{config.device}'")
+    check_device(config.device)

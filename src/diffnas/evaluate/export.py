@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from diffnas.errors import ConfigError, ExportError
+from diffnas.errors import ConfigError, ExportError, require_extra
 from diffnas.evaluate.network import ModelSpec, main_logits
 from diffnas.utils import atomic_write_json
 
@@ -257,8 +257,10 @@ def export_model(
     rtol: float = 1e-4,
     atol: float = 1e-4,
     seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> list[ExportResult]:
-    """Export `model` (switched to eval mode) to each format under `out_dir` and check it."""
+    """Export `model` (switched to eval mode) to each format under `out_dir` and check it;
+    `log` hears which format is being exported (an ONNX export can take a minute)."""
     for f in formats:
         if f not in FORMATS:
             raise ConfigError(f"unknown export format '{f}'; choose from {', '.join(FORMATS)}")
@@ -268,6 +270,10 @@ def export_model(
         )
     if opset < MIN_OPSET:
         raise ConfigError(f"ONNX opset must be >= {MIN_OPSET}, got {opset}")
+    if "onnx" in formats:
+        require_extra(
+            "export", "onnx", "onnxscript", "onnxruntime", what="ONNX export (--format onnx)"
+        )
     if "onnx" in formats and onnx_exporter == "dynamo" and opset < 18:
         raise ConfigError(
             f"the dynamo ONNX exporter writes opset 18 or later (asked: {opset}); use "
@@ -284,6 +290,9 @@ def export_model(
     for fmt in formats:
         path = out / FILES[fmt]
         start = time.perf_counter()
+        if log is not None:
+            how = f", {onnx_exporter} exporter" if fmt == "onnx" else ""
+            log(f"exporting {fmt}{how} to {path} and checking it against PyTorch ...")
         if fmt == "torchscript":
             to_torchscript(model, example, path)
             extra: dict[str, Any] = {}

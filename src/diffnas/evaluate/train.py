@@ -280,13 +280,15 @@ class Trainer:
                 cb.on_step_end(self)
         metrics = self._epoch_metrics(epoch)
         every = self.config.train.eval_every
-        if epoch + 1 == self.epochs or (every and (epoch + 1) % every == 0):
-            if self.val_stream is not None:  # held-out validation replaces the test split
-                result = self.validate()
-                metrics["val_loss"], metrics["val_acc"] = result.loss, result.accuracy
-            else:
-                result = self.test()
-                metrics["test_loss"], metrics["test_acc"] = result.loss, result.accuracy
+        last = epoch + 1 == self.epochs
+        # validation (held-out part of the training split) during training; the test split
+        # once, at the end: per-epoch test accuracy would invite selecting on the test set
+        if self.val_stream is not None and (last or (every and (epoch + 1) % every == 0)):
+            result = self.validate()
+            metrics["val_loss"], metrics["val_acc"] = result.loss, result.accuracy
+        if last and self.config.train.final_test:
+            result = self.test()
+            metrics["test_loss"], metrics["test_acc"] = result.loss, result.accuracy
         # the epoch is complete: a checkpoint written now resumes at the next one
         self.epoch, self.step = epoch + 1, 0
         self.meters.reset()

@@ -58,6 +58,7 @@ def proxy_config(
             lr=n.proxy_lr,
             eval_every=0,
             holdout=n.holdout,
+            final_test=False,
             split_seed=split_seed,
         ),
     )

@@ -29,8 +29,8 @@ def resolve_executor(name: str) -> str:
         return "ray" if ray_available() else "process"
     if name == "ray" and not ray_available():
         raise ConfigError(
-            "netsearch.executor is 'ray' but ray is not installed; pip install 'diffnas[ray]' "
-            "or set netsearch.executor: process"
+            "netsearch.executor is 'ray' but ray is not installed: "
+            'pip install "diffnas[ray]", or set netsearch.executor: process'
         )
     return name
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from diffnas.config import Config, dump_config, load_config, to_dict
-from diffnas.errors import CheckpointError, ConfigError
+from diffnas.errors import CheckpointError, ConfigError, require_extra
 from diffnas.network_search.evaluate import (
     _DATASETS,
     evaluate_task,
@@ -408,6 +408,7 @@ def netsearch(
     """
     from diffnas.derive.top_k import load_blocks
 
+    require_extra("netsearch", "pymoo", "matplotlib", what="diffnas netsearch")
     say = log or (lambda _m: None)
     path = Path(out) if out is not None else Path(config.out or default_path(config))
     if (path / "config.yaml").exists():
@@ -429,6 +430,7 @@ def resume_netsearch(
     run_dir: str | Path, *, progress: bool | None = None, log: Log | None = None
 ) -> NetsearchResult:
     """Continue a killed network search (and its block search, if that was not done)."""
+    require_extra("netsearch", "pymoo", "matplotlib", what="diffnas netsearch")
     path = Path(run_dir)
     if not (path / "config.yaml").exists():
         raise CheckpointError(f"'{run_dir}' is not a network search directory (no config.yaml)")

@@ -171,7 +171,7 @@ def _load_with_numpy_arrays(path: Path) -> dict[str, Any]:
         from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     try:
         # the RNG key array is uint32, whose dtype class numpy pickles by reference
-        allowed = [_reconstruct, ndarray, dtype, type(np.dtype(np.uint32))]
+        allowed: list[Any] = [_reconstruct, ndarray, dtype, type(np.dtype(np.uint32))]
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -54,7 +54,13 @@ class DirLock:
 
     def acquire(self, what: str = "run directory") -> DirLock:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:
+                raise CheckpointError(
+                    f"cannot write to {what} '{self.directory}' (permission denied); a run "
+                    f"needs a directory it may write, choose another one"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -95,6 +101,9 @@ class DirLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the flock
             self.fd = None
+
+    def __del__(self) -> None:  # a forgotten RunDir frees its directory when collected
+        self.release()
 
 
 def is_marked(path: Path) -> bool:

@@ -203,7 +203,11 @@ def test_resume_applies_allowed_changes_and_refuses_the_rest(
     argv = ["search", "--resume", str(run), "--print-config", "--set", "search.w_lr=0.01"]
     assert main(argv) == 0
     assert "w_lr: 0.01" in capsys.readouterr().out
+    # --dry-run probes the resumed config and runs nothing either
+    assert main(["search", "--resume", str(run), "--dry-run", "--epochs", "3"]) == 0
+    assert "per epoch" in capsys.readouterr().out
     assert (run / "checkpoint.pt").read_bytes() == ckpt
+    assert RunDir(run).load_config() == RunDir(finished_run).load_config()
     # a changed relaxation (by option or by editing config.yaml) is refused with the diff
     for argv in (
         ["search", "--resume", str(run), "--set", "search.relaxation=gumbel"],
@@ -304,3 +308,23 @@ def test_run_directory_marker_and_lock_files(tmp_path) -> None:
     assert json.loads((tmp_path / "run" / MARKER).read_text())["kind"] == "search"
     assert (tmp_path / "run" / LOCK).read_text().strip() == str(os.getpid())
     run.release()
+
+
+def test_training_resume_applies_allowed_changes_and_refuses_the_rest(tmp_path, capsys) -> None:
+    from diffnas.config import to_dict
+    from diffnas.evaluate import load_train_config
+    from diffnas.evaluate.train import resume_training_config
+
+    cfg = load_train_config(["train/digits"], ["model.channels=4", "train.epochs=2"])
+    run = RunDir.create(cfg, tmp_path / "train")
+    run.save_checkpoint({"kind": "train", "config": to_dict(cfg), "epoch": 1})
+    run.release()
+    new = resume_training_config(run.path, ["train.lr=0.01", "train.epochs=4", "threads=1"])
+    assert (new.train.lr, new.train.epochs, new.threads) == (0.01, 4, 1)
+    with pytest.raises(CheckpointError, match="model.channels: 4 -> 8.*train.epochs"):
+        resume_training_config(run.path, ["model.channels=8"])
+    argv = ["train", "--resume", str(run.path), "--print-config", "--set", "train.lr=0.01"]
+    assert main(argv) == 0 and "lr: 0.01" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run.path), "--batch-size", "8"]) == 2
+    assert "data.batch_size" in capsys.readouterr().err
+    assert RunDir(run.path).load_config(type(cfg)) == cfg  # nothing was written

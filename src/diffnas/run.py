@@ -416,11 +416,13 @@ class RunDir:
         overrides: list[str] | None,
         allowed: tuple[str, ...],
         validate: Callable[[T], None],
+        write: bool = True,
     ) -> T:
         """The config to continue under: config.yaml plus `overrides`, checked against the
         config the checkpoint was written with. Keys in `allowed` may differ (they are
         applied, and config.yaml is rewritten to say so); any other difference, whether from
-        an override or an edit of config.yaml, is refused with the list of changes."""
+        an override or an edit of config.yaml, is refused with the list of changes.
+        `write=False` only computes it (for --print-config and --dry-run)."""
         config = self.load_config(cls)
         data = to_dict(config)
         for text in overrides or []:
@@ -449,6 +451,6 @@ class RunDir:
                 f"values; continuing under new ones would mix two runs. Only these may change "
                 f"on resume: {', '.join(allowed)}. Undo the change, or start a new run."
             )
-        if to_dict(new) != to_dict(config):
+        if write and to_dict(new) != to_dict(config):
             atomic_write_text(self.config_path, dump_config(new))
         return new

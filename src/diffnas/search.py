@@ -459,7 +459,9 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
 
     run = _search_run(run_dir)
     state = run.load_checkpoint()
-    return run.resume_config(state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate)
+    return run.resume_config(
+        state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate, write=False
+    )
 
 
 def _search_run(run_dir: str | Path, lock: bool = False) -> RunDir:

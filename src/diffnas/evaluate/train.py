@@ -482,7 +482,9 @@ def resume_training_config(run_dir: str | Path, overrides: list[str] | None = No
     """The config `resume_training(run_dir, overrides=...)` would continue under."""
     run = _train_run(run_dir)
     state = run.load_checkpoint()
-    return run.resume_config(state, TrainConfig, overrides, RESUME_MAY_CHANGE_TRAIN, validate_train)
+    return run.resume_config(
+        state, TrainConfig, overrides, RESUME_MAY_CHANGE_TRAIN, validate_train, write=False
+    )
 
 
 def resume_training(

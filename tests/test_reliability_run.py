@@ -121,9 +121,10 @@ def test_one_writer_per_run_directory_and_a_killed_holder_releases_it(tmp_path, 
         busy = f"in use by diffnas process {holder.pid}.*kill {holder.pid}"
         with pytest.raises(CheckpointError, match=busy):
             diffnas.search(cfg, out=run)
-        (run / "checkpoint.pt").write_bytes(b"")  # resume is refused before reading it
-        with pytest.raises(CheckpointError, match=busy):
-            diffnas.resume(run)
+        (run / "checkpoint.pt").write_bytes(b"")  # refused before reading it
+        for start in (lambda: diffnas.resume(run), lambda: diffnas.search(cfg, out=run)):
+            with pytest.raises(CheckpointError, match=busy):  # busy, not "--resume it"
+                start()
         (run / "checkpoint.pt").unlink()
         with pytest.raises(CheckpointError, match=busy):
             diffnas.train("DARTS_V2", overrides=["log.progress=false"], out=run)

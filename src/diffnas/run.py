@@ -61,6 +61,11 @@ class DirLock:
                     f"cannot write to {what} '{self.directory}' (permission denied); a run "
                     f"needs a directory it may write, choose another one"
                 ) from None
+            except FileNotFoundError:
+                raise CheckpointError(
+                    f"{what} '{self.directory}' disappeared (removed by another process); "
+                    f"start again"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -295,12 +300,13 @@ class RunDir:
             target = Path(path)
         run = cls(target)
         kind = "search" if isinstance(config, Config) else "train"
-        if run.checkpoint_path.exists():
+        if run.checkpoint_path.exists() and not is_marked(target):  # an older diffnas's run
             raise CheckpointError(run._holds_a_run())
+        # locked first: a run still going is reported as busy, not as one to --resume
         lock, created = claim_directory(target, kind, adopt=None)
         run.lock, run.created = lock, created or path is None
         try:
-            if run.checkpoint_path.exists():  # checked again under the lock
+            if run.checkpoint_path.exists():
                 raise CheckpointError(run._holds_a_run())
             # left by a start that never reached its first checkpoint: nothing to resume
             for stale in (run.metrics_path, run.genotype_path):

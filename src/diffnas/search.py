@@ -203,16 +203,24 @@ class Searcher:
 
     def check_finite(self, loss: torch.Tensor, phase: str) -> None:
         if not bool(torch.isfinite(loss)):
-            where = ""
+            s = self.config.search
+            fix = "Lower search.w_lr or search.arch_lr and keep search.grad_clip > 0"
             if self.run is not None and self.run.checkpoint_path.exists():
-                where = f" The last checkpoint in '{self.run.path}' is intact."
+                where = (
+                    f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
+                    f"from it with `diffnas search --resume {self.run.path} --set "
+                    f"search.w_lr={s.w_lr / 2:g}` (or --set search.arch_lr=...), or start again."
+                )
             elif self.run is not None:
-                where = " No checkpoint was written yet, so the run cannot be resumed."
+                where = (
+                    f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
+                    f"and start again."
+                )
+            else:
+                where = f" {fix}."
             raise NumericalError(
-                f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1} "
-                f"(weight lr {self.w_lr:.3g}, arch lr {self.config.search.arch_lr:.3g}).{where} Lower "
-                f"search.w_lr or search.arch_lr, keep search.grad_clip > 0, then resume "
-                f"(--resume) or start again."
+                f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step "
+                f"{self.step + 1} (weight lr {self.w_lr:.3g}, arch lr {s.arch_lr:.3g}).{where}"
             )
 
     # ------------------------------------------------------------------ the two steps

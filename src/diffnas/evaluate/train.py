@@ -209,15 +209,23 @@ class Trainer:
             aux_loss = F.cross_entropy(aux, y, label_smoothing=t.label_smoothing)
             loss = loss + self.config.model.auxiliary_weight * aux_loss
         if not bool(torch.isfinite(loss)):
-            where = ""
+            fix = "Lower train.lr and keep train.grad_clip > 0"
             if self.run is not None and self.run.checkpoint_path.exists():
-                where = f" The last checkpoint in '{self.run.path}' is intact."
+                where = (
+                    f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
+                    f"from it with `diffnas train --resume {self.run.path} --set "
+                    f"train.lr={t.lr / 2:g}`, or start again."
+                )
             elif self.run is not None:
-                where = " No checkpoint was written yet, so the run cannot be resumed."
+                where = (
+                    f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
+                    f"and start again."
+                )
+            else:
+                where = f" {fix}."
             raise NumericalError(
                 f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step "
-                f"{self.step + 1} (lr {self.lr:.3g}).{where} Lower train.lr, keep "
-                f"train.grad_clip > 0, then resume (--resume) or start again."
+                f"{self.step + 1} (lr {self.lr:.3g}).{where}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

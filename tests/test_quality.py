@@ -204,8 +204,9 @@ def test_bench_runs_skips_finished_and_resumes_killed_runs(tmp_path, tiny_protoc
     from diffnas.search import default_callbacks
 
     cfg = from_dict(Config, killed.config)
-    s = Searcher(cfg, RunDir.create(cfg, killed.run_dir), default_callbacks(cfg, False))
-    s._run_epoch()
+    run = RunDir.create(cfg, killed.run_dir)
+    Searcher(cfg, run, default_callbacks(cfg, False))._run_epoch()
+    run.release()  # as the killed process's exit would
     assert (killed.run_dir / "checkpoint.pt").exists()
     rec = run_job(killed)
     assert rec["status"] == "done" and rec["resumed"]

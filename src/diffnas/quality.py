@@ -16,7 +16,6 @@ import io
 import math
 import multiprocessing
 import os
-import shutil
 import statistics
 import threading
 import time
@@ -28,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffnas.config import Config, from_dict, load_config, to_dict
-from diffnas.errors import ConfigError
+from diffnas.errors import ConfigError, DiffnasError
 
 if TYPE_CHECKING:  # runtime imports are local: `diffnas --help` must not import torch
+    from diffnas.run import DirLock
     from diffnas.spaces.genotype import Genotype
 
 DEFAULT_PROTOCOL = "protocols/nb201_cpu"
@@ -48,6 +48,7 @@ DEFAULT_METHODS = (
     "darts_long:darts+search.epochs=32",  # exact epochs: 4x the protocol's DARTS search
 )
 BENCH_FILE = "bench.json"
+BENCH_ERROR = "bench_error.txt"
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,34 @@ def plan(
     return result
 
 
+OUT_FILES = {"runs", "quality.md", "quality.csv", "quality.png", "quality.tmp.png"}
+
+
+def claim_out(out: Path, lock: bool = True) -> DirLock | None:
+    """Make OUT the bench's directory (created, or empty, or an older bench's output) and
+    lock it for the bench's life: two benches writing one OUT would mix their rows."""
+    from diffnas.run import claim_directory
+
+    held, _ = claim_directory(
+        out,
+        "bench",
+        adopt=lambda entries: set(entries) <= OUT_FILES,
+        lock=lock,
+        what="bench output directory",
+    )
+    return held
+
+
+def _bench_run_dir(entries: list[str]) -> bool:
+    """A run directory an older bench wrote (before marker files): bench files or a checkpoint."""
+    from diffnas.run import RunDir
+
+    return bool({BENCH_FILE, BENCH_ERROR, RunDir.CHECKPOINT} & set(entries))
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """One search (or its resumption); writes and returns the run's bench.json record."""
-    from diffnas.run import RunDir
+    from diffnas.run import RunDir, claim_directory
     from diffnas.search import resume, search
     from diffnas.utils import atomic_write_json
 
@@ -179,22 +205,23 @@ def run_job(job: Job) -> dict[str, Any]:
     start = time.monotonic()
     resumed = run.checkpoint_path.exists()
     try:
+        # the run directory is the bench's: a directory someone else put there is refused
+        claim_directory(run.path, "search", adopt=_bench_run_dir, lock=False)
+    except DiffnasError as exc:
+        return record | {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    try:
         if resumed:
             resume(run.path, progress=False)
-        else:
-            if run.path.exists():  # killed before its first checkpoint: start again
-                shutil.rmtree(run.path)
+        else:  # a start killed before its first checkpoint starts again in place
             search(from_dict(Config, job.config), out=run.path, progress=False)
         record["status"] = "done"
     except Exception as exc:  # a failed run is a row of the table, not the end of the bench
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
-        run.path.mkdir(parents=True, exist_ok=True)
-        (run.path / "bench_error.txt").write_text(traceback.format_exc())
+        (run.path / BENCH_ERROR).write_text(traceback.format_exc())
     record["wall_s"] = round(time.monotonic() - start, 2)
     record["resumed"] = resumed
     # a failed run's record marks its row; the next bench tries it again (not "done")
-    run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.path / BENCH_FILE, record)
     return record
 

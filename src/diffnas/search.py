@@ -24,7 +24,7 @@ from diffnas.data.datasets import Dataset
 from diffnas.errors import CheckpointError, NumericalError
 from diffnas.parts import Derivation, Regularizer, Relaxation, Schedule, Updater, build_part
 from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, UPDATERS
-from diffnas.run import RunDir
+from diffnas.run import RESUME_MAY_CHANGE_SEARCH, RunDir
 from diffnas.spaces import get_space
 from diffnas.spaces.genotype import Genotype
 from diffnas.supernet.base import Architecture
@@ -203,12 +203,24 @@ class Searcher:
 
     def check_finite(self, loss: torch.Tensor, phase: str) -> None:
         if not bool(torch.isfinite(loss)):
-            where = f" The last checkpoint in '{self.run.path}' is intact." if self.run else ""
+            s = self.config.search
+            fix = "Lower search.w_lr or search.arch_lr and keep search.grad_clip > 0"
+            if self.run is not None and self.run.checkpoint_path.exists():
+                where = (
+                    f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
+                    f"from it with `diffnas search --resume {self.run.path} --set "
+                    f"search.w_lr={s.w_lr / 2:g}` (or --set search.arch_lr=...), or start again."
+                )
+            elif self.run is not None:
+                where = (
+                    f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
+                    f"and start again."
+                )
+            else:
+                where = f" {fix}."
             raise NumericalError(
-                f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1} "
-                f"(weight lr {self.w_lr:.3g}, arch lr {self.config.search.arch_lr:.3g}).{where} Lower "
-                f"search.w_lr or search.arch_lr, keep search.grad_clip > 0, then resume "
-                f"(--resume) or start again."
+                f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step "
+                f"{self.step + 1} (weight lr {self.w_lr:.3g}, arch lr {s.arch_lr:.3g}).{where}"
             )
 
     # ------------------------------------------------------------------ the two steps
@@ -363,6 +375,12 @@ class Searcher:
             raise CheckpointError(f"checkpoint does not match this run's supernet: {exc}") from None
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
+        # the learning rates of this config (resume may lower them to recover from a NaN):
+        # the same floats as the checkpoint's when the config is unchanged
+        for g in self.w_opt.param_groups:
+            g["lr"] = self.lr_at(state["epoch"])
+        for g in self.a_opt.param_groups:
+            g["lr"] = self.config.search.arch_lr
         for part, ps in zip(self.parts(), state["parts"]):
             part.load_state_dict(ps)
         for cb in self.callbacks:
@@ -433,29 +451,64 @@ def search(
     returns the derived genotype, the per-epoch history and the directory.
     """
     cfg = _as_config(config, overrides)
-    run = RunDir.create(cfg, out if out is not None else cfg.out)
-    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-    return Searcher(cfg, run, cbs, dataset).run_search()
+    path = out if out is not None else cfg.out
+    run = RunDir.create(cfg, path)
+    try:
+        cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+        searcher = Searcher(cfg, run, cbs, dataset)
+        return searcher.run_search()
+    except BaseException:
+        run.discard()  # a start that failed before its first checkpoint leaves nothing
+        raise
+    finally:
+        run.release()
 
 
-def resume(
-    run_dir: str | Path,
-    *,
-    callbacks: list[Callback] | None = None,
-    progress: bool | None = None,
-    dataset: Dataset | None = None,
-) -> SearchResult:
-    """Continue a run from its checkpoint; ends exactly where an uninterrupted run would."""
+def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config `resume(run_dir, overrides=...)` would continue under (refusing changes
+    of keys that may not change on resume); loads the checkpoint, runs nothing."""
+    from diffnas.config import validate
+
+    run = _search_run(run_dir)
+    state = run.load_checkpoint()
+    return run.resume_config(
+        state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate, write=False
+    )
+
+
+def _search_run(run_dir: str | Path, lock: bool = False) -> RunDir:
     run = RunDir.open(run_dir)
     if run.kind == "train":
         raise CheckpointError(
             f"'{run_dir}' is a training run, not a search; continue it with "
             f"`diffnas train --resume {run_dir}`"
         )
-    cfg = run.load_config()
-    state = run.load_checkpoint()
-    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-    searcher = Searcher(cfg, run, cbs, dataset)
-    searcher.load_state_dict(state)
-    run.keep_metrics(searcher.epoch)
-    return searcher.run_search()
+    return RunDir.open(run_dir, lock=True) if lock else run
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    callbacks: list[Callback] | None = None,
+    progress: bool | None = None,
+    dataset: Dataset | None = None,
+) -> SearchResult:
+    """Continue a run from its checkpoint; ends exactly where an uninterrupted run would.
+
+    `overrides` (`key=value`) may change only the keys of `RESUME_MAY_CHANGE_SEARCH`
+    (threads, epochs, learning rates, ...); metrics.jsonl is rebuilt from the checkpoint.
+    """
+    from diffnas.config import validate
+
+    run = _search_run(run_dir, lock=True)
+    try:
+        state = run.load_checkpoint()
+        cfg = run.resume_config(state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate)
+        cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+        searcher = Searcher(cfg, run, cbs, dataset)
+        searcher.load_state_dict(state)
+        run.write_metrics(searcher.history)
+        return searcher.run_search()
+    finally:
+        run.release()

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
-import tempfile
+import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -26,9 +28,18 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG stream as plain data (tuples, ints, floats, tensors): loadable with
+    `torch.load(weights_only=True)`."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (
+            str(name),
+            torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -38,7 +49,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    if isinstance(keys, torch.Tensor):
+        keys = keys.numpy()
+    np.random.set_state((name, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -58,13 +72,28 @@ def cosine_lr(base: float, minimum: float, epoch: int, epochs: int) -> float:
     return minimum + 0.5 * (base - minimum) * (1 + math.cos(math.pi * epoch / epochs))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file next to `path`, created with the usual permissions.
+
+    `tempfile.mkstemp` creates files with mode 0600, so an atomic rename would leave run
+    files that colleagues on a shared machine cannot read; `os.open` with 0666 lets the
+    process umask decide, as for any file the user writes.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to '{path}'")
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -72,6 +101,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one."""
+    _atomic_write(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -84,31 +118,75 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+# numpy arrays as pickled by numpy itself: plain data (the RNG state of checkpoints written
+# before diffnas stored it as a tensor); reconstructing them calls no other code
+_NUMPY_ARRAY_GLOBALS = {
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+}
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint loaded as data only: tensors, numbers, strings, lists, tuples, dicts.
+
+    `torch.load(weights_only=True)` never calls the functions a pickle names, so a file
+    with a planted `__reduce__` payload is refused (CheckpointError) without running it.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at '{path}'")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            needs = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            needs = set()
+        if not needs:
+            raise _unreadable(path, "not a torch checkpoint") from None
+        if needs <= _NUMPY_ARRAY_GLOBALS:
+            return _load_with_numpy_arrays(path)
         raise CheckpointError(
-            f"checkpoint '{path}' is unreadable (truncated or corrupt: {type(exc).__name__}: "
-            f"{exc}). Delete it to restart this run from scratch, or start a new run."
+            f"checkpoint '{path}' holds Python objects that are not plain data "
+            f"({', '.join(sorted(needs))}), so diffnas refuses to load it: unpickling them "
+            f"could run any code. diffnas writes only tensors, numbers, strings, lists and "
+            f"dicts; this file was altered or written by another program. Load checkpoints "
+            f"only from runs you trust, and start a new run instead of resuming this one."
         ) from None
+    except Exception as exc:  # torch raises several types for truncated/corrupt files
+        raise _unreadable(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def _load_with_numpy_arrays(path: Path) -> dict[str, Any]:
+    from numpy import dtype, ndarray
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    try:
+        # the RNG key array is uint32, whose dtype class numpy pickles by reference
+        allowed: list[Any] = [_reconstruct, ndarray, dtype, type(np.dtype(np.uint32))]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _unreadable(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def _unreadable(path: Path, why: str) -> CheckpointError:
+    run = path.parent
+    return CheckpointError(
+        f"checkpoint '{path}' is unreadable (truncated or corrupt: {why}). The run cannot "
+        f"continue from it: delete it (rm '{path}') and start the run again from its own "
+        f"config in the same directory (`diffnas search --config {run}/config.yaml --out {run}`; "
+        f"a training run: `diffnas train {run}/genotype.json --config {run}/config.yaml "
+        f"--out {run}`), or start a new run elsewhere."
+    )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -168,29 +168,33 @@ def run_quality(args: argparse.Namespace) -> int:
         extra.append(f"search.epochs={args.epochs}")
     extra += list(args.overrides)
     title = f"protocol {protocol or '(none)'}, seeds {' '.join(map(str, args.seeds))}"
-    if not args.table_only:
-        bench = quality.plan(
-            methods, args.seeds, out, protocol, extra, jobs=args.jobs, threads=args.threads
-        )
-        out.mkdir(parents=True, exist_ok=True)
-        console.print(
-            f"{len(bench.jobs)} search(es) to run, {len(bench.skipped)} finished already; "
-            f"{bench.parallel} at a time, {bench.threads} thread(s) each",
-            highlight=False,
-        )
-        start = time.monotonic()
-
-        def done(job: quality.Job, rec: dict) -> None:
-            state = rec["status"] + (f" ({rec.get('error')})" if rec.get("error") else "")
+    lock = quality.claim_out(out, lock=not args.table_only)  # one bench per OUT at a time
+    try:
+        if not args.table_only:
+            bench = quality.plan(
+                methods, args.seeds, out, protocol, extra, jobs=args.jobs, threads=args.threads
+            )
             console.print(
-                f"[{time.monotonic() - start:7.0f} s] {job.method} seed {job.seed}: {state}, "
-                f"{rec.get('wall_s', 0):.0f} s",
+                f"{len(bench.jobs)} search(es) to run, {len(bench.skipped)} finished already; "
+                f"{bench.parallel} at a time, {bench.threads} thread(s) each",
                 highlight=False,
             )
-            quality.write_outputs(out, labels, args.seeds, title)
+            start = time.monotonic()
 
-        quality.execute(bench, done)
-    rows = quality.write_outputs(out, labels, args.seeds, title)
+            def done(job: quality.Job, rec: dict) -> None:
+                state = rec["status"] + (f" ({rec.get('error')})" if rec.get("error") else "")
+                console.print(
+                    f"[{time.monotonic() - start:7.0f} s] {job.method} seed {job.seed}: {state}, "
+                    f"{rec.get('wall_s', 0):.0f} s",
+                    highlight=False,
+                )
+                quality.write_outputs(out, labels, args.seeds, title)
+
+            quality.execute(bench, done)
+        rows = quality.write_outputs(out, labels, args.seeds, title)
+    finally:
+        if lock is not None:
+            lock.release()
     Console(soft_wrap=True).print(quality.markdown(rows, title), highlight=False)
     if quality.plot_available():
         console.print(f"wrote {out / 'quality.md'}, {out / 'quality.csv'}, {out / 'quality.png'}")

@@ -34,7 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue a run from its checkpoint (its own config is used)",
+        help="continue a run from its checkpoint under its own config.yaml; --threads, "
+        "--epochs, --device, --data-root and --set of learning rates, checkpoint and log keys "
+        "may change it (other changes are refused with the list of differences); "
+        "--print-config and --dry-run show the resumed config without running",
     )
     p.add_argument(
         "--no-progress",
@@ -59,19 +62,44 @@ def run(args: argparse.Namespace) -> int:
     out = Console(soft_wrap=True)
     progress, callbacks = progress_args(args)
     if args.resume:
-        result = diffnas.resume(args.resume, progress=progress, callbacks=callbacks)
+        overrides = resume_overrides(args)
+        if not (args.print_config or args.dry_run):
+            result = diffnas.resume(
+                args.resume, overrides=overrides, progress=progress, callbacks=callbacks
+            )
+            out.print(str(result), highlight=False)
+            return 0
+        from diffnas.search import resume_config
+
+        config = resume_config(args.resume, overrides)
     else:
         config = config_from_args(args, size_flags=True)
-        if args.print_config:
-            out.print(dump_config(config), end="", highlight=False)
-            return 0
-        if args.dry_run:
-            from diffnas.estimate import estimate
+    if args.print_config:
+        out.print(dump_config(config), end="", highlight=False)
+        return 0
+    if args.dry_run:
+        from diffnas.estimate import estimate
 
-            est = estimate(config)
-            out.print(est.report(), highlight=False)
-            est.check()
-            return 0
-        result = diffnas.search(config, out=args.out, progress=progress, callbacks=callbacks)
+        est = estimate(config)
+        out.print(est.report(), highlight=False)
+        est.check()
+        return 0
+    result = diffnas.search(config, out=args.out, progress=progress, callbacks=callbacks)
     out.print(str(result), highlight=False)
     return 0
+
+
+def resume_overrides(args: argparse.Namespace) -> list[str]:
+    """The `key=value` changes the options ask of a resumed run (the run then decides which
+    keys may change); options that cannot apply to a resume are refused."""
+    from diffnas.commands._common import RUN_FLAGS, flag_overrides
+    from diffnas.errors import ConfigError
+
+    given = [f for f, v in (("--config", args.config), ("--out", args.out)) if v]
+    given += ["--space"] if args.space is not None else []
+    if given:
+        raise ConfigError(
+            f"--resume continues a run under its own config.yaml in its own directory; "
+            f"drop {' '.join(given)} (change a key with --set KEY=VALUE)"
+        )
+    return flag_overrides(args, (*RUN_FLAGS, ("epochs", "search.epochs"))) + list(args.overrides)

@@ -69,7 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", "-o", help="run directory (default runs/train-<name>-<dataset>-<time>)")
     p.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue a training run from its checkpoint"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a training run from its checkpoint under its own config.yaml; "
+        "--threads, --epochs, --device, --data-root and --set of train.lr, train.lr_min, "
+        "train.grad_clip, train.eval_every, checkpoint and log keys may change it (other "
+        "changes are refused with the list of differences)",
     )
     p.add_argument(
         "--no-progress",
@@ -95,18 +100,26 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.config import dump_config
     from diffnas.errors import ConfigError
     from diffnas.evaluate.config import load_train_config, train_preset
-    from diffnas.evaluate.train import resume_training, train
+    from diffnas.evaluate.train import resume_training, resume_training_config, train
 
     out = Console(soft_wrap=True)
     progress, callbacks = progress_args(args)
     if args.resume:
-        extra = flag_overrides(args, TRAIN_FLAGS) + args.overrides + args.config
-        if args.genotype or extra:
+        given = [f for f, v in (("--config", args.config), ("--out", args.out)) if v]
+        given += ["the GENOTYPE argument"] if args.genotype else []
+        if given:
             raise ConfigError(
-                "--resume continues a run with its own genotype and config; drop "
-                f"{'the GENOTYPE argument' if args.genotype else ' '.join(extra)}"
+                "--resume continues a run with its own genotype and config.yaml in its own "
+                f"directory; drop {', '.join(given)} (change a key with --set KEY=VALUE)"
             )
-        result = resume_training(args.resume, progress=progress, callbacks=callbacks)
+        overrides = flag_overrides(args, TRAIN_FLAGS) + args.overrides
+        if args.print_config:
+            config = resume_training_config(args.resume, overrides)
+            out.print(dump_config(config), end="", highlight=False)
+            return 0
+        result = resume_training(
+            args.resume, overrides=overrides, progress=progress, callbacks=callbacks
+        )
     else:
         sources = args.config or [train_preset(args.dataset)]
         config = load_train_config(sources, flag_overrides(args, TRAIN_FLAGS) + args.overrides)

@@ -14,6 +14,7 @@ import pickle
 import sys
 import tarfile
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,10 +158,48 @@ _CIFAR = {
 }
 
 
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles of bytes use it, for latin-1 only."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"encoding {encoding!r} is not expected in a CIFAR batch")
+    return text.encode("latin1")
+
+
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1,
+    }
+    for mod in ("numpy.core", "numpy._core"):
+        allowed[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{mod}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{mod}.numeric", "_frombuffer")] = getattr(numeric, "_frombuffer")  # noqa: B009
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles what CIFAR python batches hold (dicts, lists, bytes, numbers, numpy arrays)
+    and nothing else: a pickle naming any other function is refused, not run."""
+
+    def find_class(self, module: str, name: str) -> object:
+        found = _cifar_globals().get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR batch never holds; diffnas does not "
+                f"run code from data files"
+            )
+        return found
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
-            return pickle.load(fh, encoding="bytes")
+            return _CifarUnpickler(fh, encoding="bytes").load()
     except FileNotFoundError:
         raise DatasetError(f"missing CIFAR file '{path}'") from None
     except Exception as exc:
@@ -250,10 +289,13 @@ def load_cifar100(root: str | None = None, cache_dir: str | None = None) -> Data
 
 
 # =========================================================================== ImageFolder
-def _iter_tree(path: Path) -> Iterator[tuple[str, bytes]]:
-    """(relative path, file bytes) of every file under a directory or inside a tar archive."""
+def _iter_tree(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    """(relative path, file bytes) of every file under a directory or inside a tar archive,
+    and (relative path, None) of every folder (to notice empty class folders)."""
     if path.is_dir():
-        for dirpath, _, files in os.walk(path):
+        for dirpath, dirs, files in os.walk(path):
+            for d in sorted(dirs):
+                yield str((Path(dirpath) / d).relative_to(path)), None
             for f in sorted(files):
                 full = Path(dirpath) / f
                 if f.startswith("."):
@@ -263,6 +305,9 @@ def _iter_tree(path: Path) -> Iterator[tuple[str, bytes]]:
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
+                if member.isdir():
+                    yield member.name, None
+                    continue
                 if not member.isfile() or Path(member.name).name.startswith("."):
                     continue
                 fh = tar.extractfile(member)
@@ -343,8 +388,13 @@ def load_imagefolder(root: str | None = None, cache_dir: str | None = None) -> D
 
 def _decode_tree(path: Path) -> dict[str, np.ndarray]:
     files: dict[str, list[tuple[str, str, bytes]]] = {}
+    folders: set[str] = set()  # train/<class> folders, with or without images
     for rel, data in _iter_tree(path):
         parts = Path(rel).parts
+        if data is None:
+            if len(parts) >= 2 and parts[-2] == "train":
+                folders.add(parts[-1])
+            continue
         # find the split folder anywhere in the path: <prefix>/train/<class>/<file>
         for i, p in enumerate(parts):
             if p in ("train", "test", "val") and len(parts) == i + 3:
@@ -381,11 +431,27 @@ def _decode_tree(path: Path) -> dict[str, np.ndarray]:
         out[f"{split}_images"] = images.transpose(0, 3, 1, 2)
         out[f"{split}_labels"] = np.array([classes.index(c) for c, _, _ in items], dtype=np.int64)
     out["jpeg"] = np.array(is_jpeg)
+    out["empty_classes"] = np.array(sorted(folders - set(classes)), dtype=str)
     return out
 
 
 def _folder_dataset(arrays: dict[str, np.ndarray], path: Path) -> Dataset:
     classes = [str(c) for c in arrays["classes"]]
+    empty = [str(c) for c in arrays.get("empty_classes", [])]
+    if empty:
+        warnings.warn(
+            f"ImageFolder '{path}': the class folder(s) {', '.join(f'train/{c}' for c in empty)} "
+            f"hold no images and are left out, so the data has {len(classes)} classes; add "
+            f"images or remove the folder(s)",
+            stacklevel=3,
+        )
+    if len(classes) == 1:
+        warnings.warn(
+            f"ImageFolder '{path}' has a single class ('{classes[0]}'): every label is the "
+            f"same, so any network reaches 100 % and a search learns nothing; an ImageFolder "
+            f"needs one train/<class> folder per class",
+            stacklevel=3,
+        )
     train = ImageSet(
         torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])
     )

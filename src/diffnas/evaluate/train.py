@@ -24,7 +24,7 @@ from diffnas.errors import CheckpointError, ConfigError, NumericalError
 from diffnas.evaluate.accuracy import EvalResult, eval_stream, evaluate, pytorch_predict
 from diffnas.evaluate.config import TrainConfig, load_train_config, validate_train
 from diffnas.evaluate.network import build_model, has_auxiliary, set_drop_path
-from diffnas.run import RunDir
+from diffnas.run import RESUME_MAY_CHANGE_TRAIN, RunDir
 from diffnas.search import Meters
 from diffnas.spaces import Genotype, load_genotype, space_for
 from diffnas.utils import (
@@ -209,11 +209,23 @@ class Trainer:
             aux_loss = F.cross_entropy(aux, y, label_smoothing=t.label_smoothing)
             loss = loss + self.config.model.auxiliary_weight * aux_loss
         if not bool(torch.isfinite(loss)):
-            where = f" The last checkpoint in '{self.run.path}' is intact." if self.run else ""
+            fix = "Lower train.lr and keep train.grad_clip > 0"
+            if self.run is not None and self.run.checkpoint_path.exists():
+                where = (
+                    f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
+                    f"from it with `diffnas train --resume {self.run.path} --set "
+                    f"train.lr={t.lr / 2:g}`, or start again."
+                )
+            elif self.run is not None:
+                where = (
+                    f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
+                    f"and start again."
+                )
+            else:
+                where = f" {fix}."
             raise NumericalError(
                 f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step "
-                f"{self.step + 1} (lr {self.lr:.3g}).{where} Lower train.lr, keep "
-                f"train.grad_clip > 0, then resume (--resume) or start again."
+                f"{self.step + 1} (lr {self.lr:.3g}).{where}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -347,6 +359,8 @@ class Trainer:
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint does not match this run's network: {exc}") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        for g in self.optimizer.param_groups:  # this config's lr (resume may lower it)
+            g["lr"] = self.lr_at(state["epoch"])
         for cb in self.callbacks:
             if cb.name in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.name])
@@ -452,31 +466,61 @@ def train(
         cfg = replace(cfg, genotype=str(genotype))
     cfg = with_genotype_network(cfg, g)
     path = out if out is not None else cfg.out
-    run = RunDir.create(cfg, path if path is not None else default_run_path(cfg, g))
-    g.save(run.genotype_path)
-    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-    return Trainer(cfg, g, run, cbs, dataset).run_training()
+    run = RunDir.create(cfg, path, default=default_run_path(cfg, g))
+    try:
+        g.save(run.genotype_path)
+        cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+        return Trainer(cfg, g, run, cbs, dataset).run_training()
+    except BaseException:
+        run.discard()  # a start that failed before its first checkpoint leaves nothing
+        raise
+    finally:
+        run.release()
 
 
-def resume_training(
-    run_dir: str | Path,
-    *,
-    callbacks: list[Callback] | None = None,
-    progress: bool | None = None,
-    dataset: Dataset | None = None,
-) -> TrainResult:
-    """Continue a training run from its checkpoint; ends as an uninterrupted run would."""
+def _train_run(run_dir: str | Path, lock: bool = False) -> RunDir:
     run = RunDir.open(run_dir)
     if run.kind != "train":
         raise CheckpointError(
             f"'{run_dir}' is a search run, not a training run; continue it with "
             f"`diffnas search --resume {run_dir}`"
         )
-    cfg = run.load_config(TrainConfig)
+    return RunDir.open(run_dir, lock=True) if lock else run
+
+
+def resume_training_config(run_dir: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """The config `resume_training(run_dir, overrides=...)` would continue under."""
+    run = _train_run(run_dir)
     state = run.load_checkpoint()
-    genotype = Genotype.from_json(state.get("genotype"), f"{run_dir} checkpoint")
-    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-    trainer = Trainer(cfg, genotype, run, cbs, dataset)
-    trainer.load_state_dict(state)
-    run.keep_metrics(trainer.epoch)
-    return trainer.run_training()
+    return run.resume_config(
+        state, TrainConfig, overrides, RESUME_MAY_CHANGE_TRAIN, validate_train, write=False
+    )
+
+
+def resume_training(
+    run_dir: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    callbacks: list[Callback] | None = None,
+    progress: bool | None = None,
+    dataset: Dataset | None = None,
+) -> TrainResult:
+    """Continue a training run from its checkpoint; ends as an uninterrupted run would.
+
+    `overrides` may change only the keys of `RESUME_MAY_CHANGE_TRAIN` (threads, epochs,
+    lr, ...); metrics.jsonl is rebuilt from the checkpoint's history.
+    """
+    run = _train_run(run_dir, lock=True)
+    try:
+        state = run.load_checkpoint()
+        cfg = run.resume_config(
+            state, TrainConfig, overrides, RESUME_MAY_CHANGE_TRAIN, validate_train
+        )
+        genotype = Genotype.from_json(state.get("genotype"), f"{run_dir} checkpoint")
+        cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+        trainer = Trainer(cfg, genotype, run, cbs, dataset)
+        trainer.load_state_dict(state)
+        run.write_metrics(trainer.history)
+        return trainer.run_training()
+    finally:
+        run.release()

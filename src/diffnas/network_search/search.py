@@ -449,9 +449,7 @@ def _continue(path: Path, config: Config, progress: bool | None, say: Log) -> Ne
             diffnas.resume(stage1, progress=progress)
         else:
             say(f"block search ({config.method}) in {stage1}")
-            if stage1.exists():  # started but killed before its first checkpoint
-                for f in stage1.iterdir():
-                    f.unlink()
+            # a block search killed before its first checkpoint starts again in place
             diffnas.search(config, out=stage1, progress=progress)
         save_blocks(path / BLOCKS, load_blocks(stage1))
     blocks = load_blocks(path / BLOCKS)

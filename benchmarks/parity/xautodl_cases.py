@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -369,6 +370,13 @@ def summarize(seed: int, result: dict[str, Tensors], before: Tensors) -> dict[st
     return out
 
 
+def _array(value: Any) -> np.ndarray:
+    """float64 values of a tensor or a (nested) list, never through a float32 tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64).numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
 def compare(got: dict[str, Any], want: dict[str, Any]) -> dict[str, float]:
     """Largest absolute difference per part of two summaries (or two full results)."""
     out = {}
@@ -380,14 +388,7 @@ def compare(got: dict[str, Any], want: dict[str, Any]) -> dict[str, float]:
             raise AssertionError(f"{part}: present on one side only: {only[:6]}")
         out[part] = (
             max(
-                float(
-                    np.max(
-                        np.abs(
-                            np.asarray(torch.as_tensor(got[part][k]), dtype=np.float64)
-                            - np.asarray(torch.as_tensor(want[part][k]), dtype=np.float64)
-                        )
-                    )
-                )
+                float(np.max(np.abs(_array(got[part][k]) - _array(want[part][k]))))
                 for k in want[part]
             )
             if want[part]
@@ -407,7 +408,12 @@ def write_fixture(path: Path, data: dict[str, Any]) -> None:
     data = {"version": FIXTURE_VERSION, "torch": torch.__version__, **data}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    text = json.dumps(data, indent=1)
+    # one line per list of numbers
+    text = re.sub(
+        r"\[\s+([-+0-9.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
+    )
+    tmp.write_text(text + "\n")
     tmp.replace(path)
     print(f"wrote {path}")
 

@@ -75,6 +75,15 @@ DARTS_NAMES = {
     "dil_conv_3x3": "dil_sepc_3x3",
     "dil_conv_5x5": "dil_sepc_5x5",
 }
+MODELS = {
+    "darts_nb201": "xautodl/models/cell_searchs/search_model_darts.py (TinyNetworkDarts)",
+    "gdas_nb201": "xautodl/models/cell_searchs/search_model_gdas.py (TinyNetworkGDAS)",
+    "gdas_darts": "xautodl/models/cell_searchs/search_model_gdas_nasnet.py (NASNetworkGDAS)",
+}
+SHIMS = {
+    "gdas_darts": "structure shimmed to DARTS's supernet: lastact (BN+ReLU before the pooling) "
+    "replaced by the identity, a batch-statistics BN (no affine) after each pooling op",
+}
 SCRIPTS = {"darts_nb201": "DARTS-V1", "gdas_nb201": "GDAS", "gdas_darts": "GDAS"}
 CONFIGS = {"darts_nb201": "DARTS.config", "gdas_nb201": "GDAS.config", "gdas_darts": "GDAS.config"}
 
@@ -117,7 +126,9 @@ def script_args(root: Path, name: str) -> dict[str, str]:
     return dict(re.findall(r"--(\w+) ([^\s\\]+)", text))
 
 
-def official_commit(root: Path) -> str:
+def official_commit(root: Path, given: str | None = None) -> str:
+    if given:
+        return given
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -386,7 +397,7 @@ def preset_settings(s: Any) -> dict[str, Any]:
     return out
 
 
-def run_step(key: str, root: Path, write: Path | None, command: str) -> bool:
+def run_step(key: str, root: Path, write: Path | None, command: str, commit: str | None) -> bool:
     case = CASES[key]
     diffnas, inputs, s = diffnas_step(case)
     before = {n: w.clone() for n, w in inputs["weights"].items()}
@@ -411,14 +422,16 @@ def run_step(key: str, root: Path, write: Path | None, command: str) -> bool:
             {
                 "reference": {
                     "repository": REFERENCE,
-                    "commit": official_commit(root),
+                    "commit": official_commit(root, commit),
                     "files": [
+                        MODELS[key],
                         f"exps/NAS-Bench-201-algos/{SCRIPTS[key]}.py (search_func)",
                         f"configs/nas-benchmark/algos/{CONFIGS[key]}",
                         f"scripts-search/NAS-Bench-201-algos/{SCRIPTS[key]}.sh",
                     ],
                 },
                 "command": command,
+                "shims": SHIMS.get(key, "none beyond CPU/imports (see the harness docstring)"),
                 "case": case_dict(case),
                 "official_settings": off["settings"],
                 "official_clip_norm": off["clip_norm"],
@@ -466,7 +479,7 @@ def compare_network(arch: str, seed: int = 0, size: int = 8, batch: int = 4) -> 
     return {k: float((got[k] - want[k]).abs().max()) for k in want}
 
 
-def run_network_fixture(root: Path, write: Path | None, command: str) -> bool:
+def run_network_fixture(root: Path, write: Path | None, command: str, commit: str | None) -> bool:
     diffs = compare_network(DISCONNECTED_CELL)
     ok = print_diffs("nb201_network", diffs)
     if write is not None:
@@ -544,6 +557,7 @@ def main() -> None:
         help="what to compare",
     )
     parser.add_argument("--write", type=Path, help="write the fixture (tests/golden/<preset>.json)")
+    parser.add_argument("--commit", help="the checkout's commit, when it is not a git checkout")
     args = parser.parse_args()
     set_float64()
     shim()
@@ -557,9 +571,9 @@ def main() -> None:
     if args.write is not None:
         command += f" --write {args.write}"
     if args.preset in CASES:
-        ok = run_step(args.preset, root, args.write, command)
+        ok = run_step(args.preset, root, args.write, command, args.commit)
     elif args.preset == "nb201_network":
-        ok = run_network_fixture(root, args.write, command)
+        ok = run_network_fixture(root, args.write, command, args.commit)
     else:
         ok = run_all_cells()
     raise SystemExit(0 if ok else 1)

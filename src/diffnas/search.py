@@ -355,6 +355,12 @@ class Searcher:
             "elapsed_s": self.elapsed_s,
             "model": self.model.state_dict(),
             "arch": self.arch.state_dict(),
+            # the last architecture step's gradient, which the next weight step's clipping
+            # counts with search.grad_clip_alpha (None where no step has been taken)
+            "arch_grads": [
+                None if p.grad is None else p.grad.detach().clone()
+                for p in self.arch_parameters()
+            ],
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
             "parts": [p.state_dict() for p in self.parts()],
@@ -374,6 +380,8 @@ class Searcher:
         try:
             self.model.load_state_dict(state["model"])
             self.arch.load_state_dict(state["arch"])
+            for p, g in zip(self.arch_parameters(), state.get("arch_grads", [])):
+                p.grad = None if g is None else g.to(p.device)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint does not match this run's supernet: {exc}") from None
         self.w_opt.load_state_dict(state["w_opt"])

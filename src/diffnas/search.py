@@ -358,8 +358,7 @@ class Searcher:
             # the last architecture step's gradient, which the next weight step's clipping
             # counts with search.grad_clip_alpha (None where no step has been taken)
             "arch_grads": [
-                None if p.grad is None else p.grad.detach().clone()
-                for p in self.arch_parameters()
+                None if p.grad is None else p.grad.detach().clone() for p in self.arch_parameters()
             ],
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),

@@ -10,15 +10,15 @@ presets:
   darts_nb201    exps/NAS-Bench-201-algos/DARTS-V1.py `search_func` on TinyNetworkDarts
   gdas_nb201     exps/NAS-Bench-201-algos/GDAS.py `search_func` on TinyNetworkGDAS
   gdas_darts     GDAS.py `search_func` on NASNetworkGDAS (the darts-space GDAS), with the
-                 structural differences of that network shimmed away (see `--help` of
-                 docs/reproduction.md: its last BN+ReLU, pooling without BN)
+                 structural differences of that network shimmed away (its BN+ReLU
+                 before the pooling, its pooling ops without BN; docs/reproduction.md)
   nb201_network  cell_infers TinyNetwork vs diffnas's discrete network, a cell with a
                  disconnected node (train- and eval-mode logits)
   nb201_all      the same for all 15,625 cells (a harness run, not a fixture)
 
-One search step is the official `search_func` itself (weight step with clipping, then the
-architecture step) on a one-batch loader, and diffnas's `Searcher.search_step`. Compared
-after the step: α, ∇α, every paired weight, the BN running statistics, and (darts_nb201)
+The search steps are the official `search_func` itself (per batch: weight step with its
+clipping, then the architecture step) on a two-batch loader, and diffnas's
+`Searcher.search_step`, twice. Compared after the two steps: α, ∇α, every paired weight, the BN running statistics, and (darts_nb201)
 the eval-mode logits. Shims: `.cuda()` is the identity, torchvision and nas_201_api are
 empty modules (imported for data loading and the benchmark API only), and `obtain_accuracy`
 (logging only; its `.view` fails on current PyTorch) is replaced.

@@ -58,7 +58,7 @@ def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     rd = load_config(["rdarts", PROTOCOL])  # the darts-only per-cell layout is dropped
     assert rd.space.cells is None and rd.search.regularizers[0].name == "rdarts"
     gdas = load_config(["gdas", PROTOCOL])
-    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 38
+    assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 40
 
 
 def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
@@ -71,9 +71,9 @@ def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
 
 
 def test_epochs_scale_compresses_each_methods_own_schedule() -> None:
-    # DARTS 50 and GDAS 240 epochs keep their ratio: 50 * 0.16 = 8, 240 * 0.16 = 38.4 -> 38
+    # DARTS 50 and GDAS 250 epochs keep their ratio: 50 * 0.16 = 8, 250 * 0.16 = 40
     assert load_config(["darts"], ["search.epochs_scale=0.16"]).search.epochs == 8
-    assert load_config(["gdas"], ["search.epochs_scale=0.16"]).search.epochs == 38
+    assert load_config(["gdas"], ["search.epochs_scale=0.16"]).search.epochs == 40
     # the warm-up follows the new length: PC-DARTS 15 of 50 -> round(15 * 8 / 50) = 2 of 8
     pc = load_config(["pc_darts"], ["search.epochs_scale=0.16"]).search
     assert (pc.epochs, pc.warmup_epochs) == (8, 2)

@@ -125,3 +125,27 @@ def test_config_written_to_run_dir_reloads(tmp_path) -> None:
     again = RunDir(tmp_path / "run").load_config()
     assert again == cfg
     assert json.loads(RunDir(tmp_path / "run").genotype_path.read_text())["space"] == "nb201"
+
+
+def test_checkpoint_keeps_the_alpha_gradient_the_next_clipping_counts() -> None:
+    """With search.grad_clip_alpha the weight step's clipping norm counts α's gradient held
+    from the last architecture step (XAutoDL clips network.parameters()), so a resumed run
+    must get it back to end where an unbroken one does."""
+    from diffnas.search import Searcher
+
+    cfg = tiny_config(
+        "nb201",
+        epochs=1,
+        **{
+            "search.schedule": "{name: alternate, order: weight_first}",
+            "search.grad_clip_alpha": "true",
+        },
+    )
+    s = Searcher(cfg)
+    s.search_step(next(iter(s.data.train.epoch(0))))  # weight step, then the α step
+    held = {k: p.grad.clone() for k, p in s.arch.alpha.items()}
+    assert all(bool(g.abs().sum() > 0) for g in held.values())
+    resumed = Searcher(cfg)
+    resumed.load_state_dict(s.state_dict())
+    for k, p in resumed.arch.alpha.items():
+        assert p.grad is not None and torch.equal(p.grad, held[k]), k

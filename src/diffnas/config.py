@@ -120,7 +120,13 @@ class SearchConfig:
     w_lr_min: float = 0.001
     w_momentum: float = 0.9
     w_weight_decay: float = 3e-4
+    # Nesterov momentum for the weights' SGD (XAutoDL's NB201 configs use it)
+    w_nesterov: bool = False
     grad_clip: float = 5.0
+    # the weight step's clipping norm also counts α's gradients (the weight-step loss's plus
+    # the last architecture step's, still held), as XAutoDL's NB201 scripts, which clip
+    # network.parameters() with α inside; α's own steps are unaffected
+    grad_clip_alpha: bool = False
     # architecture: Adam
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -505,6 +511,11 @@ def validate(config: Config) -> None:
         build_params(getattr(part_cls, "Params", None), spec.params, f"{where} ({spec.name})")
     if config.search.epochs < 1:
         raise ConfigError(f"search.epochs must be at least 1, got {config.search.epochs}")
+    if config.search.w_nesterov and not config.search.w_momentum > 0:
+        raise ConfigError(
+            f"search.w_nesterov needs search.w_momentum > 0, got {config.search.w_momentum}; "
+            f"set a momentum or w_nesterov: false"
+        )
     if config.data.batch_size < 1:
         raise ConfigError(f"data.batch_size must be at least 1, got {config.data.batch_size}")
     tp = config.data.train_portion

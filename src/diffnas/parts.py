@@ -135,6 +135,9 @@ class Schedule(Part):
     # (an instance may set its own, e.g. from its parameters)
     train_portion: float = 0.5
     needs_grad_energy: ClassVar[bool] = False
+    # True: a due architecture step is taken after the weight step on the same batch
+    # (XAutoDL's NB201 scripts) instead of before it (the DARTS code)
+    weight_first: bool = False
 
     @abstractmethod
     def arch_step_due(self) -> bool: ...

@@ -132,7 +132,11 @@ class Searcher:
             self.model.arch_specs, self.relaxation.init_alpha, config.supernet.edge_norm
         ).to(self.device)
         self.w_opt = torch.optim.SGD(
-            self.model.parameters(), lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay
+            self.model.parameters(),
+            lr=s.w_lr,
+            momentum=s.w_momentum,
+            weight_decay=s.w_weight_decay,
+            nesterov=s.w_nesterov,
         )
         self.a_opt = torch.optim.Adam(
             self.arch.parameters(),
@@ -237,22 +241,35 @@ class Searcher:
 
     def weight_step(self, batch: Batch) -> None:
         x, y = batch
-        with torch.no_grad():
+        with_alpha = self.config.search.grad_clip_alpha
+        with torch.set_grad_enabled(with_alpha):
             mix = self.relaxation.mix(self.arch)
         logits = self.model(x, mix)
         loss = F.cross_entropy(logits, y)
         self.check_finite(loss, "training")
         self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # with_alpha: α's gradient adds to the last architecture step's
         clip = self.config.search.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), clip if clip > 0 else math.inf
-        )
+        params = list(self.model.parameters())
+        if with_alpha:
+            params += [p for p in self.arch_parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         self.w_opt.step()
         self.schedule.after_weight_step(
             float(norm) ** 2 if self.schedule.needs_grad_energy else None
         )
         self.meters.add("train", loss, logits, y)
+
+    def search_step(self, batch: Batch, warm: bool = False) -> None:
+        """One step of the loop: the weight step on `batch` and, when the schedule says so
+        (never during warm-up), an architecture step on the next validation batch, before
+        the weight step or after it (`schedule.weight_first`)."""
+        due = not warm and self.schedule.arch_step_due()
+        if due and not self.schedule.weight_first:
+            self.arch_step(batch, self.val_stream.next())
+        self.weight_step(batch)
+        if due and self.schedule.weight_first:
+            self.arch_step(batch, self.val_stream.next())
 
     def lr_at(self, epoch: int) -> float:
         """Cosine from w_lr to w_lr_min over the epochs (DARTS: set once per epoch)."""
@@ -289,9 +306,7 @@ class Searcher:
         for batch in self.data.train.epoch(epoch, start=self.step):
             self.progress = (epoch + self.step / steps) / self.epochs
             self.relaxation.set_progress(self.progress)
-            if not warm and self.schedule.arch_step_due():
-                self.arch_step(batch, self.val_stream.next())
-            self.weight_step(batch)
+            self.search_step(batch, warm)
             self.step += 1
             self.global_step += 1
             self.elapsed_s += time.monotonic() - start
@@ -352,6 +367,11 @@ class Searcher:
             "elapsed_s": self.elapsed_s,
             "model": self.model.state_dict(),
             "arch": self.arch.state_dict(),
+            # the last architecture step's gradient, which the next weight step's clipping
+            # counts with search.grad_clip_alpha (None where no step has been taken)
+            "arch_grads": [
+                None if p.grad is None else p.grad.detach().clone() for p in self.arch_parameters()
+            ],
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
             "parts": [p.state_dict() for p in self.parts()],
@@ -371,6 +391,8 @@ class Searcher:
         try:
             self.model.load_state_dict(state["model"])
             self.arch.load_state_dict(state["arch"])
+            for p, g in zip(self.arch_parameters(), state.get("arch_grads", [])):
+                p.grad = None if g is None else g.to(p.device)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint does not match this run's supernet: {exc}") from None
         self.w_opt.load_state_dict(state["w_opt"])

@@ -1,20 +1,30 @@
 """GDAS's relaxation: one op per edge sampled by straight-through Gumbel-softmax.
 
 Forward: the one-hot sample, so only the sampled op runs; backward: the gradient of the
-soft Gumbel-softmax, which reaches every α of the edge. The temperature anneals linearly.
+soft Gumbel-softmax, which reaches every α of the edge. The temperature anneals linearly,
+once per epoch as in the authors' code. On NB201 the authors' supernet (XAutoDL
+`TinyNetworkGDAS`) also adds every unsampled op's weight (value 0) to the edge output as a
+scalar, which gives those α a gradient of their own (`unsampled: scalar`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from diffnas.errors import ConfigError
 from diffnas.parts import Relaxation
 from diffnas.registry import RELAXATIONS
-from diffnas.supernet.mixed import Active
+from diffnas.supernet.base import Architecture
+from diffnas.supernet.mixed import Active, MixWeights
+
+if TYPE_CHECKING:
+    from diffnas.search import Searcher
+
+UNSAMPLED = ("auto", "scalar", "skip")
+TAU_SCHEDULES = ("epoch", "step")
 
 
 def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
@@ -32,8 +42,17 @@ class Gumbel(Relaxation):
     Per edge: soft = softmax((log_softmax(α) + G) / τ) with G ~ Gumbel(0, 1); the forward
     weights are one_hot(argmax soft) − soft.detach() + soft (value: exactly the one-hot
     sample; gradient: that of `soft`). `active` hands the supernet the sampled op of each
-    edge, so the others are never computed. τ goes linearly from tau_max to tau_min over
-    the search. Derivation and logging use the deterministic softmax(α).
+    edge, so the others are never computed. τ goes linearly from tau_max to tau_min:
+    per epoch, reaching tau_min on the last one (XAutoDL: τ = τmax − (τmax − τmin)·e/(E−1)),
+    or per step (`tau_schedule: step`). Derivation and logging use the deterministic
+    softmax(α).
+
+    `unsampled`: what the ops an edge did not sample contribute. `scalar`: their weights
+    (value exactly 0, gradient that of the soft sample) are added to the edge output as a
+    scalar, so each gets ∂L/∂w = Σ ∂L/∂(edge output), as XAutoDL's NB201 GDAS does. `skip`:
+    nothing (XAutoDL's darts-space GDAS, the paper's equations); their α then move only
+    through the softmax coupling with the sampled op. `auto`: scalar on nb201, skip on
+    other spaces, each space as its reference code.
     """
 
     @dataclass
@@ -42,6 +61,10 @@ class Gumbel(Relaxation):
         tau_min: float = 0.1
         # false: soft Gumbel-softmax weights and every op computed (no compute saving)
         hard: bool = True
+        # auto | scalar | skip (see the class docstring)
+        unsampled: str = "auto"
+        # epoch: τ set once per epoch, tau_min on the last (the authors' code) | step
+        tau_schedule: str = "epoch"
 
         def __post_init__(self) -> None:
             if not 0.0 < self.tau_min <= self.tau_max:
@@ -49,14 +72,39 @@ class Gumbel(Relaxation):
                     f"gumbel relaxation: need 0 < tau_min <= tau_max, got tau_min="
                     f"{self.tau_min}, tau_max={self.tau_max}"
                 )
+            if self.unsampled not in UNSAMPLED:
+                raise ConfigError(
+                    f"gumbel relaxation: unsampled must be one of {', '.join(UNSAMPLED)}, "
+                    f"got '{self.unsampled}'"
+                )
+            if self.tau_schedule not in TAU_SCHEDULES:
+                raise ConfigError(
+                    f"gumbel relaxation: tau_schedule must be one of "
+                    f"{', '.join(TAU_SCHEDULES)}, got '{self.tau_schedule}'"
+                )
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
         self.tau = self.params.tau_max
+        # the number of epochs (for the per-epoch τ); set by `setup`
+        self.epochs: int | None = None
+        # whether unsampled ops add their weight as a scalar; `auto` is resolved by `setup`
+        self.scalar_unsampled = self.params.unsampled == "scalar"
+
+    def setup(self, searcher: Searcher) -> None:
+        self.epochs = searcher.epochs
+        if self.params.unsampled == "auto":
+            self.scalar_unsampled = searcher.config.space.name == "nb201"
 
     def set_progress(self, t: float) -> None:
         p = self.params
-        self.tau = p.tau_max - (p.tau_max - p.tau_min) * min(max(t, 0.0), 1.0)
+        t = min(max(t, 0.0), 1.0)
+        if p.tau_schedule == "epoch":
+            if self.epochs is None:
+                raise ValueError("the per-epoch Gumbel temperature needs setup() (the epochs)")
+            epoch = min(int(t * self.epochs + 1e-9), self.epochs - 1)
+            t = epoch / (self.epochs - 1) if self.epochs > 1 else 0.0
+        self.tau = p.tau_max - (p.tau_max - p.tau_min) * t
 
     def weights(self, alpha: torch.Tensor, key: str) -> torch.Tensor:
         logits = (torch.log_softmax(alpha, dim=-1) + gumbel_noise(alpha)) / self.tau
@@ -74,6 +122,18 @@ class Gumbel(Relaxation):
         if not self.params.hard:
             return None
         return [[o] for o in weights.detach().argmax(dim=-1).tolist()]
+
+    def mix(self, arch: Architecture) -> MixWeights:
+        mix = super().mix(arch)
+        # a sampled `none` outputs x·0 (XAutoDL's GDAS networks multiply the Zero op's output)
+        mix.connect_none = self.params.hard
+        if self.scalar_unsampled and self.params.hard:
+            biases = {}
+            for key, w in mix.ops.items():
+                unsampled = torch.ones_like(w).scatter_(-1, w.detach().argmax(-1, keepdim=True), 0)
+                biases[key] = (w * unsampled).sum(dim=-1)  # value 0, a gradient for each op
+            mix.biases = biases
+        return mix
 
     def metrics(self) -> dict[str, Any]:
         return {"tau": round(self.tau, 6)}

@@ -246,9 +246,21 @@ class SearchCell(nn.Module):
         self.concat = list(range(2, n_nodes))
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor, active=None, edge_scale=None
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        w: torch.Tensor,
+        active=None,
+        edge_scale=None,
+        connect_none: bool = False,
     ) -> torch.Tensor:
-        nodes = self.dag([self.preprocess0(s0), self.preprocess1(s1)], w, active, edge_scale)
+        nodes = self.dag(
+            [self.preprocess0(s0), self.preprocess1(s1)],
+            w,
+            active,
+            edge_scale,
+            connect_none=connect_none,
+        )
         return torch.cat([nodes[i] for i in self.concat], dim=1)
 
 
@@ -300,7 +312,12 @@ class DartsSupernet(Supernet):
             s0, s1 = (
                 s1,
                 cell(
-                    s0, s1, mix.ops[key], mix.active_for(key), None if edges is None else edges[key]
+                    s0,
+                    s1,
+                    mix.ops[key],
+                    mix.active_for(key),
+                    None if edges is None else edges[key],
+                    mix.connect_none,
                 ),
             )
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)

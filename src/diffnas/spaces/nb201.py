@@ -213,9 +213,11 @@ class Nb201Supernet(Supernet):
         spec = next(iter(self.arch_specs.values()))  # every α has the same edges and ops
         keys = iter(space.cell_keys())
         c0 = space.cfg.channels
+        # As XAutoDL's NB201 search networks: the stem, the residual blocks and the last
+        # activation keep BN running statistics (used in eval mode); the cells' BNs use
+        # batch statistics only.
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c0, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c0, track_running_stats=False),
+            nn.Conv2d(in_channels, c0, 3, padding=1, bias=False), nn.BatchNorm2d(c0)
         )
 
         def make_op(name: str, channels: int, stride: int) -> nn.Module:
@@ -227,7 +229,7 @@ class Nb201Supernet(Supernet):
         c_prev, size = c0, input_size
         for c, reduction in _skeleton(c0, space.layers):
             if reduction:
-                self.blocks.append(ResNetBlock(c_prev, c, track=False))
+                self.blocks.append(ResNetBlock(c_prev, c))
                 size = (size + 1) // 2
             else:
                 self.blocks.append(
@@ -247,7 +249,7 @@ class Nb201Supernet(Supernet):
                 self.sites.append(CellSite(key, c, size, size, False))
             self.keys.append(None if reduction else key)
             c_prev = c
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev, track_running_stats=False), nn.ReLU())
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU())
         self.classifier = nn.Linear(c_prev, num_classes)
         self.set_layout()
 
@@ -259,13 +261,27 @@ class Nb201Supernet(Supernet):
                 x = block(x)
             else:
                 edge_scale = None if mix.edges is None else mix.edges[key]
-                x = block([x], mix.ops[key], mix.active_for(key), edge_scale)[-1]
+                x = block(
+                    [x],
+                    mix.ops[key],
+                    mix.active_for(key),
+                    edge_scale,
+                    mix.bias_for(key),
+                    mix.connect_none,
+                )[-1]
         x = self.lastact(x)
         return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 # =========================================================================== discrete net
 class InferCell(nn.Module):
+    """One NB201 cell of the discrete network; `none` edges are dropped.
+
+    A node whose every input edge is `none` is a zero tensor, and its out-edge ops still
+    run on it, as in the benchmark's network (XAutoDL `cell_infers/cells.py`): a conv-BN
+    on zeros outputs BN's shift β (train mode) or β − γ·μ/σ (eval mode), not zero.
+    """
+
     def __init__(self, cell: CellGenotype, channels: int) -> None:
         super().__init__()
         kept = [e for e in cell.edges if e.op != "none"]
@@ -279,7 +295,7 @@ class InferCell(nn.Module):
         for (src, dst), op in zip(self.edges, self.ops):
             inp = nodes[src]
             if inp is None:  # the source node only receives 'none' edges: it is zero
-                continue
+                inp = nodes[src] = torch.zeros_like(x)
             h = op(inp)
             nodes[dst] = h if nodes[dst] is None else nodes[dst] + h
         out = nodes[-1]

@@ -44,7 +44,8 @@ class SearchDAG(nn.Module):
             s: [i for i, (src, _) in enumerate(edges) if src == s] for s in self.sources
         }
         self.dst_of = [d for _, d in edges]
-        self.max_stride = max(stride(s) for s in self.sources)
+        self.stride_of = {s: stride(s) for s in self.sources}
+        self.max_stride = max(self.stride_of.values())
         groups = {}
         for s in self.sources:
             k = partial_channels
@@ -59,7 +60,12 @@ class SearchDAG(nn.Module):
         w: torch.Tensor,
         active: Active | None = None,
         edge_scale: torch.Tensor | None = None,
+        edge_bias: torch.Tensor | None = None,
+        connect_none: bool = False,
     ) -> list[torch.Tensor]:
+        """The cell's nodes. `edge_bias` [E]: a scalar added to each edge's output;
+        `connect_none`: an edge that computes nothing (a sampled `none`) outputs its input
+        times 0, so gradients (zeros) still reach what feeds it (see MixWeights)."""
         nodes: list[torch.Tensor | None] = [*inputs, *([None] * (self.n_nodes - self.n_inputs))]
         sums: dict[int, list[torch.Tensor]] = {j: [] for j in range(self.n_inputs, self.n_nodes)}
         ref = inputs[0]
@@ -70,14 +76,47 @@ class SearchDAG(nn.Module):
                 continue
             idx = self.out_edges[j]
             sub_active = None if active is None else [active[i] for i in idx]
-            outs = self.groups[str(j)](nodes[j], w[idx], sub_active)
+            x = nodes[j]
+            assert x is not None
+            outs = self.groups[str(j)](x, w[idx], sub_active)
             for i, y in zip(idx, outs):
-                if y is None:
-                    continue
-                if edge_scale is not None:
-                    y = y * edge_scale[i]
-                sums[self.dst_of[i]].append(y)
+                y = self.edge_output(y, i, x, j, ref, edge_scale, edge_bias, connect_none)
+                if y is not None:
+                    sums[self.dst_of[i]].append(y)
         return nodes  # type: ignore[return-value]
+
+    def edge_output(
+        self,
+        y: torch.Tensor | None,
+        i: int,
+        x: torch.Tensor,
+        src: int,
+        ref: torch.Tensor,
+        edge_scale: torch.Tensor | None,
+        edge_bias: torch.Tensor | None,
+        connect_none: bool,
+    ) -> torch.Tensor | None:
+        """Edge i's contribution to its destination from its mixed-op output y (None: no op
+        computed), input x of source node `src`: scaled, offset, or a connected zero."""
+        if y is None:
+            if connect_none:
+                s = self.stride_of[src]
+                y = (x if s == 1 else x[:, :, ::s, ::s]).mul(0.0)
+            elif edge_bias is not None:
+                y = self.zeros(ref)
+            else:
+                return None
+        if edge_scale is not None:
+            y = y * edge_scale[i]
+        if edge_bias is not None:
+            y = y + edge_bias[i]
+        return y
+
+    def zeros(self, ref: torch.Tensor) -> torch.Tensor:
+        """A zero node of this cell (the shape of its intermediate nodes)."""
+        b, c, h, w = ref.shape
+        s = self.max_stride
+        return ref.new_zeros(b, c, (h + s - 1) // s, (w + s - 1) // s)
 
     def source_ops(self) -> dict[int, SourceOps]:
         """The SourceOps of each source node (inside a PartialChannelEdges wrapper if any)."""
@@ -107,9 +146,7 @@ class SearchDAG(nn.Module):
             for p in parts[1:]:
                 out = out + p
         else:  # every incoming op pruned or `none`
-            b, c, h, w = ref.shape
-            s = self.max_stride
-            out = ref.new_zeros(b, c, (h + s - 1) // s, (w + s - 1) // s)
+            out = self.zeros(ref)
         if self.node_bn:
             out = F.batch_norm(out, None, None, training=True)
         # a node's gradient may arrive as a strided view (a slice of the cell's concatenated

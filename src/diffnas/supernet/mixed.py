@@ -31,15 +31,25 @@ class MixWeights:
 
     `active[key][e]` lists the op indices edge e computes (GDAS: one sampled op; CRB: the
     unpruned ones). Ops not listed contribute nothing and cost nothing. None: every op
-    except `none` is computed.
+    except `none` is computed. `biases[key][e]` (optional, [E]) is a scalar added to edge
+    e's output: GDAS on NB201 (XAutoDL) adds the weights of the ops it does not compute
+    that way, so their α get a gradient. `connect_none`: an edge that computes nothing
+    (GDAS sampled `none`) outputs its input times 0 instead of being left out, as XAutoDL's
+    GDAS networks do; what feeds it then gets zero gradients instead of none, so SGD's
+    momentum and weight decay still move those weights in that step.
     """
 
     ops: dict[str, torch.Tensor]
     active: dict[str, Active] | None = None
     edges: dict[str, torch.Tensor] | None = None
+    biases: dict[str, torch.Tensor] | None = None
+    connect_none: bool = False
 
     def active_for(self, key: str) -> Active | None:
         return None if self.active is None else self.active.get(key)
+
+    def bias_for(self, key: str) -> torch.Tensor | None:
+        return None if self.biases is None else self.biases.get(key)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -44,6 +44,8 @@ def plain_dag_forward(
     w: torch.Tensor,
     active: Active | None = None,
     edge_scale: torch.Tensor | None = None,
+    edge_bias: torch.Tensor | None = None,
+    connect_none: bool = False,
 ) -> list[torch.Tensor]:
     """Node j = Σ over its incoming edges, added one at a time."""
     nodes: list[torch.Tensor | None] = [*inputs, *([None] * (self.n_nodes - self.n_inputs))]
@@ -56,9 +58,7 @@ def plain_dag_forward(
                 for p in parts[1:]:
                     out = out + p
             else:
-                b, c, h, wd = inputs[0].shape
-                s = self.max_stride
-                out = inputs[0].new_zeros(b, c, (h + s - 1) // s, (wd + s - 1) // s)
+                out = self.zeros(inputs[0])
             if self.node_bn:
                 out = F.batch_norm(out, None, None, training=True)
             nodes[j] = out
@@ -66,13 +66,13 @@ def plain_dag_forward(
             continue
         idx = self.out_edges[j]
         sub_active = None if active is None else [active[i] for i in idx]
-        outs = self.groups[str(j)](nodes[j], w[idx], sub_active)
+        x = nodes[j]
+        assert x is not None
+        outs = self.groups[str(j)](x, w[idx], sub_active)
         for i, y in zip(idx, outs):
-            if y is None:
-                continue
-            if edge_scale is not None:
-                y = y * edge_scale[i]
-            sums[self.dst_of[i]].append(y)
+            y = self.edge_output(y, i, x, j, inputs[0], edge_scale, edge_bias, connect_none)
+            if y is not None:
+                sums[self.dst_of[i]].append(y)
     return nodes  # type: ignore[return-value]
 
 

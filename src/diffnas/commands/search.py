@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.console import Console
 
 from diffnas.commands._common import add_config_args, config_from_args
+
+LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
 
 HELP = """\
 Run a differentiable architecture search and write a run directory with config.yaml,
@@ -32,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue a run from its checkpoint (its own config is used)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGER_NAMES,
+        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
+        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
         "--dry-run",
@@ -49,9 +60,19 @@ def run(args: argparse.Namespace) -> int:
     out = Console(soft_wrap=True)
     progress = False if args.no_progress else None
     if args.resume:
-        result = diffnas.resume(args.resume, progress=progress)
+        callbacks: list[Any] = []
+        if args.logger:
+            from diffnas.callbacks.loggers import extra_loggers
+            from diffnas.run import RunDir
+
+            callbacks += extra_loggers(RunDir.open(args.resume).load_config(), args.logger)
+        result = diffnas.resume(args.resume, progress=progress, callbacks=callbacks)
     else:
         config = config_from_args(args)
+        if args.logger:
+            from diffnas.callbacks.loggers import with_loggers
+
+            config = with_loggers(config, args.logger)
         if args.print_config:
             out.print(dump_config(config), end="", highlight=False)
             return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.console import Console
 
 from diffnas.commands._common import RUN_FLAGS, add_run_args, flag_overrides
+from diffnas.commands.search import LOGGER_NAMES
 
 HELP = """\
 Train the discrete network of a genotype with the DARTS evaluation recipe: auxiliary head
@@ -69,6 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resume", metavar="RUN_DIR", help="continue a training run from its checkpoint"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGER_NAMES,
+        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
+        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -98,10 +108,22 @@ def run(args: argparse.Namespace) -> int:
                 "--resume continues a run with its own genotype and config; drop "
                 f"{'the GENOTYPE argument' if args.genotype else ' '.join(extra)}"
             )
-        result = resume_training(args.resume, progress=progress)
+        callbacks: list[Any] = []
+        if args.logger:
+            from diffnas.callbacks.loggers import extra_loggers
+            from diffnas.evaluate.config import TrainConfig
+            from diffnas.run import RunDir
+
+            run_config = RunDir.open(args.resume).load_config(TrainConfig)
+            callbacks += extra_loggers(run_config, args.logger)
+        result = resume_training(args.resume, progress=progress, callbacks=callbacks)
     else:
         sources = args.config or [train_preset(args.dataset)]
         config = load_train_config(sources, flag_overrides(args, TRAIN_FLAGS) + args.overrides)
+        if args.logger:
+            from diffnas.callbacks.loggers import with_loggers
+
+            config = with_loggers(config, args.logger)
         if args.print_config:
             out.print(dump_config(config), end="", highlight=False)
             return 0

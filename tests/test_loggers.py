@@ -106,7 +106,9 @@ def test_tensorboard_logger_writes_scalars_histograms_images_text(logged_run) ->
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run, records = logged_run
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "tensors": 0, "histograms": 0})
+    acc = EventAccumulator(
+        str(run / "tensorboard"), size_guidance={"images": 0, "tensors": 0, "histograms": 0}
+    )
     acc.Reload()
     tags = acc.Tags()
     for tag in ("step/train_loss", "step/val_acc", "step/lr", "epoch/train_loss", "epoch/val_acc"):

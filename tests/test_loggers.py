@@ -100,6 +100,41 @@ def test_csv_logger_drops_rows_after_the_checkpoint_on_resume(tmp_path) -> None:
     assert rows[0]["new_metric"] == "" and rows[2]["new_metric"] == "3.0"
 
 
+class Recorder(CsvLogger):
+    """The step points a logger emits, without a backend."""
+
+    def open(self, s, resumed) -> None:
+        self.points: list[tuple[int, dict[str, float]]] = []
+
+    def scalars(self, kind, values, step, epoch) -> None:
+        self.points.append((step, values))
+
+
+def test_step_points_average_their_window_within_one_epoch(tmp_path) -> None:
+    """Batches of 2 images with losses 1, 2, 3 | 4, 5, 6 (3 steps an epoch), a point every 2."""
+    import torch
+
+    loop = SimpleNamespace(run=RunDir(tmp_path), epoch=0, global_step=0, meters=Meters())
+    loop.current_genotype, loop.w_lr = None, 0.1
+    rec = Recorder(every_steps=2)
+    rec.on_search_start(loop)
+    labels = torch.tensor([0, 1])
+    right, wrong = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    for step, loss in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], start=1):
+        if step == 4:  # the loop resets the meters at each epoch's start
+            loop.meters.reset()
+            loop.epoch = 1
+        logits = right if step % 2 else wrong
+        loop.meters.add("train", torch.tensor(loss), logits, labels)
+        loop.global_step = step
+        rec.on_step_end(loop)
+    # step 2: steps 1-2; step 4: epoch 1's first step only; step 6: steps 5-6
+    assert [p[0] for p in rec.points] == [2, 4, 6]
+    assert [p[1]["train_loss"] for p in rec.points] == [1.5, 4.0, 5.5]
+    assert [p[1]["train_acc"] for p in rec.points] == [50.0, 0.0, 50.0]
+    assert all(p[1]["lr"] == 0.1 and "val_loss" not in p[1] for p in rec.points)
+
+
 # --------------------------------------------------------------------------- tensorboard
 def test_tensorboard_logger_writes_scalars_histograms_images_text(logged_run) -> None:
     pytest.importorskip("tensorboard")

@@ -12,9 +12,9 @@ reaches the network by default:
 - mlflow: a run in the file store `mlruns/` of the run directory, unless MLFLOW_TRACKING_URI
   names another store; MLFLOW_EXPERIMENT_NAME (default diffnas).
 
-Step scalars (train/val loss and accuracy averaged over the steps since the last point, the
-learning rate) go out every `every_steps` steps; epoch scalars, α and the genotype at each
-epoch's end. All use the global step as x axis, so that a resumed run continues its curves
+Step scalars (train/val loss and accuracy averaged over the steps since the last point or
+the epoch's start, the learning rate) go out every `every_steps` steps; epoch scalars, α
+and the genotype at each epoch's end. All use the global step as x axis, so that a resumed run continues its curves
 (TensorBoard drops what was logged after the checkpoint it resumes from).
 """
 
@@ -61,7 +61,8 @@ class ExperimentLogger(Callback["Loop"]):
     def __init__(self, every_steps: int = 20) -> None:
         self.every_steps = every_steps
         self.active = False
-        self._window: dict[str, float] = {}
+        self._window: dict[str, float] = {}  # the meters at the last step point
+        self._window_epoch = -1
         self._drawn: str | None = None
 
     # ------------------------------------------------------------------ backend interface
@@ -89,7 +90,7 @@ class ExperimentLogger(Callback["Loop"]):
         resumed = s.global_step > 0 or s.epoch > 0
         self.open(s, resumed)
         self.active = True
-        self._window = s.meters.state_dict()
+        self._window, self._window_epoch = s.meters.state_dict(), s.epoch
         config = getattr(s, "config", None)
         if not resumed and config is not None:
             from diffnas.config import dump_config, to_dict
@@ -103,10 +104,9 @@ class ExperimentLogger(Callback["Loop"]):
         if not self.active or not self.every_steps or s.global_step % self.every_steps:
             return
         now = s.meters.state_dict()
-        before = self._window
-        if now.get("train_n", 0.0) < before.get("train_n", 0.0):  # a new epoch reset them
-            before = {}
-        self._window = now
+        # the meters restart every epoch: a window never reaches back into the previous one
+        before = self._window if self._window_epoch == s.epoch else {}
+        self._window, self._window_epoch = now, s.epoch
         values: dict[str, float] = {}
         for p in ("train", "val"):
             n = now.get(f"{p}_n", 0.0) - before.get(f"{p}_n", 0.0)

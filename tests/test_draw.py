@@ -78,7 +78,7 @@ def test_edge_weights_one_panel_per_edge_one_line_per_op() -> None:
     fig = plot_edge_weights("k", snaps, [1, 2, 3], ["a", "b"], ["x", "y", "z"])
     assert fig is not None
     panels = [ax for ax in fig.axes if ax.lines]
-    assert [ax.get_title() for ax in panels] == ["x", "y", "z"]
+    assert [[t.get_text() for t in ax.texts] for ax in panels] == [["x"], ["y"], ["z"]]
     # epoch 2 logged no α: each line has epochs 1 and 3 only, with the weights given
     second = panels[1].lines
     assert [ln.get_label() for ln in second] == ["a", "b"]

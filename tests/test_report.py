@@ -50,6 +50,7 @@ def test_report_of_a_finished_nb201_run(tmp_path, capsys) -> None:
     for alt in ("Loss", "Accuracy", "Share of parameter-free ops in the derived genotype"):
         assert alt in imgs
     assert "alpha cell" in imgs  # the op-weight evolution of the run's α key
+    assert "alpha cell per edge" in imgs and "derived cells" in imgs  # each edge; the cell drawn
     assert "my_temperature" in imgs and "my_edge_scores" in imgs  # generic: no edit needed
     if nb201.available():
         assert "NAS-Bench-201 lookup accuracy" in imgs
@@ -64,7 +65,13 @@ def test_report_of_a_five_cell_rdarts_run(tmp_path) -> None:
     path = write_report(run)
     text = path.read_text()
     imgs = images(text)
-    for alt in ("RDARTS λ", "RDARTS expected parameters per cell (own width)", "alpha cell4"):
+    for alt in (
+        "RDARTS λ",
+        "RDARTS expected parameters per cell (own width)",
+        "alpha cell4",
+        "alpha cell4 per edge",
+        "derived cells",
+    ):
         assert alt in imgs, sorted(imgs)
     for line in render_genotype(result.genotype).splitlines():
         assert line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in text

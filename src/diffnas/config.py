@@ -155,6 +155,10 @@ class LogConfig:
     lookup: bool = True
     # Store the architecture weights (probabilities) in metrics.jsonl every epoch.
     alpha: bool = True
+    # Experiment loggers writing into the run directory: csv, tensorboard, wandb, mlflow.
+    loggers: list[str] = field(default_factory=list)
+    # Loggers get train/val loss and accuracy every this many steps (0: per epoch only).
+    every_steps: int = 20
 
 
 @dataclass
@@ -525,10 +529,19 @@ def validate(config: Config) -> None:
         raise ConfigError(f"data.subset must be in (0, 1], got {config.data.subset}")
     check_device(config.device)
     validate_netsearch(config.netsearch)
+    validate_log(config.log.loggers, config.log.every_steps)
     if config.supernet.partial_channels < 1:
         raise ConfigError(
             f"supernet.partial_channels must be >= 1 (1 = off), got {config.supernet.partial_channels}"
         )
+
+
+def validate_log(loggers: list[str], every_steps: int) -> None:
+    from diffnas.callbacks.loggers import check_loggers
+
+    check_loggers(loggers)
+    if every_steps < 0:
+        raise ConfigError(f"log.every_steps must be >= 0 (0 = per epoch only), got {every_steps}")
 
 
 EXECUTORS = ("auto", "ray", "process", "serial")

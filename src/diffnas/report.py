@@ -1,7 +1,8 @@
 """The run report: one self-contained report.html from a run directory's files.
 
 Plots (matplotlib, PNGs embedded as base64) every numeric per-epoch series of metrics.jsonl,
-the op-weight evolution per α key and the genotype as text; works on a run still in progress.
+the op-weight evolution per α key (mean over edges, and each edge's ops over the epochs) and
+the genotype as text and drawn as graphs; works on a run still in progress.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from diffnas.draw import draw_genotype, edge_label, plot_edge_weights
 from diffnas.errors import DiffnasError
 from diffnas.run import RunDir
 from diffnas.spaces.genotype import Genotype
@@ -218,9 +220,10 @@ def _space_labels(config: dict[str, Any]) -> dict[str, tuple[list[str], list[str
         from diffnas.config import SpaceConfig, from_dict
         from diffnas.spaces import get_space
 
-        space = get_space(from_dict(SpaceConfig, config.get("space") or {}, "space"))
+        cfg = from_dict(SpaceConfig, config.get("space") or {}, "space")
+        space = get_space(cfg)
         return {
-            k: (list(spec.ops), [f"{s}→{d}" for s, d in spec.edges])
+            k: (list(spec.ops), [edge_label(s, d, cfg.name) for s, d in spec.edges])
             for k, spec in space.arch_specs().items()
         }
     except DiffnasError:
@@ -336,6 +339,12 @@ def build_report(run_dir: str | Path) -> str:
                     parts.append(
                         f"<img alt='alpha {html.escape(key)}' src='data:image/png;base64,{png}'>"
                     )
+                per_edge = plot_edge_weights(key, snaps, epochs, ops, edges)
+                if per_edge is not None:
+                    parts.append(
+                        f"<img alt='alpha {html.escape(key)} per edge' "
+                        f"src='data:image/png;base64,{_png(per_edge)}'>"
+                    )
             parts.append("</div>")
     else:
         parts.append("<p>No epoch has finished yet: metrics.jsonl is empty or missing.</p>")
@@ -344,6 +353,15 @@ def build_report(run_dir: str | Path) -> str:
     if genotype is not None:
         parts.append(f"<p>{genotype_label} ({RunDir.GENOTYPE} holds it as JSON)</p>")
         parts.append(f"<pre>{html.escape(render_genotype(genotype))}</pre>")
+        try:
+            drawing = _png(draw_genotype(genotype))
+        except DiffnasError:  # a genotype the drawing cannot read is still shown as text
+            drawing = ""
+        if drawing:
+            parts.append(
+                f"<div class='plots'><img alt='derived cells' "
+                f"src='data:image/png;base64,{drawing}'></div>"
+            )
     else:
         parts.append("<p>No genotype yet.</p>")
     if config_text:

@@ -421,6 +421,7 @@ class Searcher:
 # =========================================================================== entry points
 def default_callbacks(config: Config, progress: bool | None = None) -> list[Callback]:
     from diffnas.benchmarks import nb201
+    from diffnas.callbacks.loggers import build_loggers
     from diffnas.callbacks.lookup import Nb201Lookup
     from diffnas.callbacks.progress import ProgressBar
 
@@ -432,6 +433,8 @@ def default_callbacks(config: Config, progress: bool | None = None) -> list[Call
     ):
         cbs.append(Nb201Lookup())
     cbs.append(MetricsLogger())
+    # loggers before the checkpoint: what a checkpoint holds has been logged
+    cbs += build_loggers(config.log.loggers, config.log.every_steps)
     cbs.append(Checkpointer(config.checkpoint.every_s, config.checkpoint.every_steps))
     if config.log.progress if progress is None else progress:
         cbs.append(ProgressBar())

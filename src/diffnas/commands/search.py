@@ -13,6 +13,8 @@ from diffnas.commands._common import (
     progress_args,
 )
 
+LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
+
 HELP = """\
 Run a differentiable architecture search and write a run directory with config.yaml,
 metrics.jsonl (per epoch: losses, accuracies, α, derived genotype, NB201 lookup),
@@ -45,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="no progress bar, one plain line per epoch (also the default when stdout is not "
         "a terminal)",
     )
+    p.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGER_NAMES,
+        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
+        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
         "--dry-run",
@@ -64,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         overrides = resume_overrides(args)
         if not (args.print_config or args.dry_run):
+            if args.logger:
+                from diffnas.callbacks.loggers import extra_loggers
+                from diffnas.run import RunDir
+
+                run_config = RunDir.open(args.resume).load_config()
+                callbacks = [*(callbacks or []), *extra_loggers(run_config, args.logger)]
             result = diffnas.resume(
                 args.resume, overrides=overrides, progress=progress, callbacks=callbacks
             )
@@ -74,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, overrides)
     else:
         config = config_from_args(args, size_flags=True)
+        if args.logger:
+            from diffnas.callbacks.loggers import with_loggers
+
+            config = with_loggers(config, args.logger)
     if args.print_config:
         out.print(dump_config(config), end="", highlight=False)
         return 0

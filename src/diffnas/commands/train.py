@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from diffnas.commands._common import RUN_FLAGS, add_run_args, flag_overrides, progress_args
+from diffnas.commands.search import LOGGER_NAMES
 
 HELP = """\
 Train the discrete network of a genotype with the DARTS evaluation recipe: auxiliary head
@@ -82,6 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="no progress bar, one plain line per epoch (also the default when stdout is not "
         "a terminal)",
     )
+    p.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGER_NAMES,
+        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
+        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -117,12 +126,23 @@ def run(args: argparse.Namespace) -> int:
             config = resume_training_config(args.resume, overrides)
             out.print(dump_config(config), end="", highlight=False)
             return 0
+        if args.logger:
+            from diffnas.callbacks.loggers import extra_loggers
+            from diffnas.evaluate.config import TrainConfig
+            from diffnas.run import RunDir
+
+            run_config = RunDir.open(args.resume).load_config(TrainConfig)
+            callbacks = [*(callbacks or []), *extra_loggers(run_config, args.logger)]
         result = resume_training(
             args.resume, overrides=overrides, progress=progress, callbacks=callbacks
         )
     else:
         sources = args.config or [train_preset(args.dataset)]
         config = load_train_config(sources, flag_overrides(args, TRAIN_FLAGS) + args.overrides)
+        if args.logger:
+            from diffnas.callbacks.loggers import with_loggers
+
+            config = with_loggers(config, args.logger)
         if args.print_config:
             out.print(dump_config(config), end="", highlight=False)
             return 0

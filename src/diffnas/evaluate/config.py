@@ -66,6 +66,10 @@ class TrainLoopConfig:
 @dataclass
 class TrainLogConfig:
     progress: bool = True
+    # Experiment loggers writing into the run directory: csv, tensorboard, wandb, mlflow.
+    loggers: list[str] = field(default_factory=list)
+    # Loggers get the training loss and accuracy every this many steps (0: per epoch only).
+    every_steps: int = 20
 
 
 def _train_data() -> DataConfig:
@@ -109,8 +113,10 @@ def load_train_config(
 
 def validate_train(config: TrainConfig) -> None:
     from diffnas import registry
+    from diffnas.config import validate_log
 
     registry.DATASETS.get(config.data.dataset)
+    validate_log(config.log.loggers, config.log.every_steps)
     m, t, d = config.model, config.train, config.data
     if m.network not in NETWORKS:
         raise ConfigError(f"model.network must be one of {', '.join(NETWORKS)}, got '{m.network}'")

@@ -388,10 +388,13 @@ def with_genotype_network(config: TrainConfig, genotype: Genotype) -> TrainConfi
 
 
 def default_callbacks(config: TrainConfig, progress: bool | None = None) -> list[Callback]:
+    from diffnas.callbacks.loggers import build_loggers
     from diffnas.callbacks.progress import ProgressBar
 
     cbs: list[Callback] = [
         MetricsLogger(),
+        # loggers before the checkpoint: what a checkpoint holds has been logged
+        *build_loggers(config.log.loggers, config.log.every_steps),
         Checkpointer(config.checkpoint.every_s, config.checkpoint.every_steps),
     ]
     if config.log.progress if progress is None else progress:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from diffnas.errors import CheckpointError, NumericalError
 from diffnas.parts import Derivation, Regularizer, Relaxation, Schedule, Updater, build_part
 from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, UPDATERS
 from diffnas.run import RunDir
-from diffnas.spaces import get_space
+from diffnas.spaces import Space, get_space
 from diffnas.spaces.genotype import Genotype
 from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import MixWeights
@@ -51,6 +52,7 @@ class Meters:
         self.reset()
 
     def reset(self) -> None:
+        self.scored = True
         self.sums: dict[str, float | torch.Tensor] = dict.fromkeys(self.KEYS, 0.0)
 
     def add(
@@ -58,6 +60,9 @@ class Meters:
     ) -> None:
         n = labels.shape[0]
         self.sums[f"{prefix}_loss"] = self.sums[f"{prefix}_loss"] + loss.detach() * n
+        if labels.dim() != 1 or labels.dtype.is_floating_point or logits.dim() != 2:
+            self.scored = False  # a user loss on other targets: no accuracy
+            return
         self.sums[f"{prefix}_correct"] = (
             self.sums[f"{prefix}_correct"] + (logits.argmax(1) == labels).sum()
         )
@@ -68,7 +73,8 @@ class Meters:
         for p in ("train", "val"):
             n = float(self.sums[f"{p}_n"])
             out[f"{p}_loss"] = float(self.sums[f"{p}_loss"]) / n if n else None
-            out[f"{p}_acc"] = 100.0 * float(self.sums[f"{p}_correct"]) / n if n else None
+            scored = n and self.scored
+            out[f"{p}_acc"] = 100.0 * float(self.sums[f"{p}_correct"]) / n if scored else None
         if out["train_loss"] is None:
             out["train_loss"], out["train_acc"] = math.nan, math.nan
         return out
@@ -103,14 +109,21 @@ class Searcher:
         run: RunDir | None = None,
         callbacks: list[Callback] | None = None,
         dataset: Dataset | None = None,
+        *,
+        space: Space | None = None,
+        data: SearchData | None = None,
+        loss: Callable[[Any, Any], torch.Tensor] | None = None,
     ) -> None:
+        """`space`, `data`, `loss`: a user model's space, user data streams, a user loss
+        (diffnas.choices, diffnas.data.user); None: from the config, cross-entropy."""
         self.config = config
         self.run = run
         set_threads(config.threads)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         s = config.search
-        self.space = get_space(config.space)
+        self.space = space if space is not None else get_space(config.space)
+        self.loss_fn = loss if loss is not None else F.cross_entropy
         self.relaxation: Relaxation = build_part(RELAXATIONS, s.relaxation, "search.relaxation")
         self.schedule: Schedule = build_part(SCHEDULES, s.schedule, "search.schedule")
         self.updater: Updater = build_part(UPDATERS, s.updater, "search.updater")
@@ -121,7 +134,7 @@ class Searcher:
         self.derivation: Derivation = build_part(DERIVATIONS, s.derive, "search.derive")
 
         train_portion = config.data.train_portion or self.schedule.train_portion
-        self.data: SearchData = search_data(
+        self.data: SearchData = data or search_data(
             config.data, config.seed, train_portion, self.device, dataset
         )
         ds = self.data.dataset
@@ -198,7 +211,7 @@ class Searcher:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(validation loss = CE + regularizers, CE, logits)."""
         logits = self.forward(batch[0], mix, params)
-        ce = F.cross_entropy(logits, batch[1])
+        ce = self.loss_fn(logits, batch[1])
         return ce + self.reg_loss(mix, ce), ce, logits
 
     def check_finite(self, loss: torch.Tensor, phase: str) -> None:
@@ -228,7 +241,7 @@ class Searcher:
         with torch.no_grad():
             mix = self.relaxation.mix(self.arch)
         logits = self.model(x, mix)
-        loss = F.cross_entropy(logits, y)
+        loss = self.loss_fn(logits, y)
         self.check_finite(loss, "training")
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -422,12 +435,37 @@ def search(
     callbacks: list[Callback] | None = None,
     progress: bool | None = None,
     dataset: Dataset | None = None,
+    train_data: Any = None,
+    val_data: Any = None,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    method: Config | dict[str, Any] | str | None = None,
 ) -> SearchResult:
     """Run a search from a Config, a mapping, or a config file / preset name.
 
     Writes a run directory (out, config.out, or runs/<method>-<space>-<dataset>-<time>) and
     returns the derived genotype, the per-epoch history and the directory.
+
+    Bring your own model and data (docs/user_models.md): `config` may be a user nn.Module
+    with diffnas.choices (then `method` names the preset, default darts), and
+    `train_data` / `val_data` torch Datasets or DataLoaders, `loss` a loss(outputs,
+    targets) (default cross-entropy).
     """
+    from diffnas.model_search import is_user_target, search_user
+
+    if train_data is None and dataset is not None and is_user_target(None, dataset):
+        train_data, dataset = dataset, None  # a torch Dataset/DataLoader given as dataset=
+    if train_data is not None or is_user_target(config, dataset):
+        return search_user(
+            config,
+            method=method,
+            overrides=overrides,
+            out=out,
+            callbacks=callbacks,
+            progress=progress,
+            train_data=train_data,
+            val_data=val_data,
+            loss=loss,
+        )
     cfg = _as_config(config, overrides)
     run = RunDir.create(cfg, out if out is not None else cfg.out)
     cbs = default_callbacks(cfg, progress) + list(callbacks or [])

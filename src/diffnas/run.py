@@ -65,7 +65,9 @@ class RunDir:
                 f"--resume {target}, or choose another --out"
             )
         target.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config_path, dump_config(config))
+        from diffnas.plugins import with_imports
+
+        atomic_write_text(run.config_path, dump_config(with_imports(config)))
         return run
 
     @classmethod
@@ -75,6 +77,9 @@ class RunDir:
             raise CheckpointError(f"run directory '{path}' does not exist")
         if not run.config_path.exists():
             raise CheckpointError(f"'{path}' is not a diffnas run directory (no {cls.CONFIG})")
+        from diffnas.plugins import load_for_run
+
+        load_for_run(run.path)  # the plugins the run was made with
         return run
 
     @overload

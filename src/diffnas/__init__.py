@@ -6,6 +6,7 @@ print(result.genotype)
 trained = diffnas.train(result.genotype, overrides=["train.epochs=5"])
 """
 
+from diffnas import choices, plugins
 from diffnas.config import Config, load_config
 from diffnas.errors import DiffnasError
 from diffnas.evaluate import TrainConfig, TrainResult, resume_training, train
@@ -24,10 +25,12 @@ __all__ = [
     "Searcher",
     "TrainConfig",
     "TrainResult",
+    "choices",
     "get_space",
     "load_config",
     "load_genotype",
     "netsearch",
+    "plugins",
     "resume",
     "resume_netsearch",
     "resume_training",

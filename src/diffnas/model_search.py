@@ -17,7 +17,7 @@ from torch import nn
 
 from diffnas.callbacks.base import Callback
 from diffnas.choices import ModelSpace, check_parts, fix
-from diffnas.config import Config, SpaceConfig
+from diffnas.config import Config, SpaceConfig, SupernetConfig
 from diffnas.data.loader import SearchData
 from diffnas.data.user import check_data, info_of, user_streams
 from diffnas.errors import ConfigError, DatasetError
@@ -90,8 +90,13 @@ def search_user(
         space = get_space(cfg.space)
     if isinstance(space, ModelSpace):
         check_parts(cfg)
-        # a preset's space section (op set, cells) belongs to the built-in spaces
-        cfg = dataclasses.replace(cfg, space=SpaceConfig(name=space.name))
+        # a preset's space section (op set, cells) and its cell options (partial channels,
+        # node BN) belong to the built-in cells; β edge normalization applies to any choice
+        cfg = dataclasses.replace(
+            cfg,
+            space=SpaceConfig(name=space.name),
+            supernet=SupernetConfig(edge_norm=cfg.supernet.edge_norm),
+        )
     info = info_of(train_data)
     if not isinstance(space, ModelSpace) and info.num_classes < 1:
         raise DatasetError(

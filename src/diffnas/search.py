@@ -60,13 +60,13 @@ class Meters:
     ) -> None:
         n = labels.shape[0]
         self.sums[f"{prefix}_loss"] = self.sums[f"{prefix}_loss"] + loss.detach() * n
+        self.sums[f"{prefix}_n"] = self.sums[f"{prefix}_n"] + n
         if labels.dim() != 1 or labels.dtype.is_floating_point or logits.dim() != 2:
             self.scored = False  # a user loss on other targets: no accuracy
             return
         self.sums[f"{prefix}_correct"] = (
             self.sums[f"{prefix}_correct"] + (logits.argmax(1) == labels).sum()
         )
-        self.sums[f"{prefix}_n"] = self.sums[f"{prefix}_n"] + n
 
     def summary(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}

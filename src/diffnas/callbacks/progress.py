@@ -55,7 +55,8 @@ class ProgressBar(Callback["Loop"]):
         if self.progress is None or s.global_step % self.refresh_steps:
             return
         m = s.meters.summary()
-        stats = f"loss {m['train_loss']:.3f} acc {m['train_acc']:.1f}%"
+        acc = m["train_acc"]
+        stats = f"loss {m['train_loss']:.3f}" + ("" if acc is None else f" acc {acc:.1f}%")
         if m["val_acc"] is not None:
             stats += f" | val {m['val_acc']:.1f}%"
         self.progress.update(
@@ -66,7 +67,8 @@ class ProgressBar(Callback["Loop"]):
         if self.progress is None:
             return
         self.progress.update(self.task, completed=s.global_step)
-        line = f"epoch {metrics['epoch'] + 1}/{s.epochs}  train {metrics['train_acc']:.1f}%"
+        acc = metrics["train_acc"]
+        line = f"epoch {metrics['epoch'] + 1}/{s.epochs}  train {'-' if acc is None else f'{acc:.1f}%'}"
         for key, label in (("val_acc", "val"), ("test_acc", "test")):
             if key in metrics:
                 value = metrics[key]

@@ -248,7 +248,7 @@ def _check(
 
 def export_model(
     model: nn.Module,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     out_dir: str | Path,
     *,
     formats: tuple[str, ...] = FORMATS,

@@ -152,6 +152,7 @@ def test_bad_user_input_fails_before_a_run_directory(tmp_path: Path) -> None:
     for part, match in (
         ("search.regularizers=[rdarts]", "regularizer .rdarts. does not work on a user model"),
         ("search.derive=aca", "derivation 'aca' does not work on a user model"),
+        ("search.derive=top_k", "input choice.s. skip keep several inputs"),
     ):
         with pytest.raises(ConfigError, match=match):
             diffnas.search(Net(), train_data=data(), out=out, overrides=[*FAST, part])
@@ -217,7 +218,7 @@ def test_user_op_through_import_survives_search_derive_train_export(
     assert "gelu_conv_3x3" in capsys.readouterr().out
     _forget_plugin(monkeypatch)
     argv = ["train", str(search), "--epochs", "1", "--out", str(train), "--no-progress"]
-    assert main(argv + ["--layers", "2", "--channels", "4", *sets]) == 0
+    assert main([*argv, "--layers", "2", "--channels", "4", *sets]) == 0
     _forget_plugin(monkeypatch)
     assert main(["export", str(train), "--format", "torchscript"]) == 0
     assert "ok" in capsys.readouterr().out

@@ -472,9 +472,19 @@ def iter_choices(model: nn.Module) -> Iterator[tuple[str, _Choice]]:
             yield path, m
 
 
-def check_parts(config: Any) -> None:
+def check_parts(config: Any, space: ModelSpace | None = None) -> None:
     """Refuse, with the reason, parts that need a built-in space's tables or cell layout."""
     s = config.search
+    multi = [
+        k
+        for k, v in (space.labels.items() if space is not None else [])
+        if isinstance(v[0][1], InputChoice) and v[0][1].n_chosen > 1
+    ]
+    if multi and s.derive.name in ("threshold", "top_k"):
+        raise ConfigError(
+            f"the derivation '{s.derive.name}' picks one candidate per choice, but the input "
+            f"choice(s) {', '.join(multi)} keep several inputs; use derive 'default'"
+        )
     named = [("regularizer", r.name) for r in s.regularizers] + [("derivation", s.derive.name)]
     for kind, name in named:
         why = UNSUPPORTED_PARTS[kind].get(name)

@@ -89,7 +89,7 @@ def search_user(
     else:
         space = get_space(cfg.space)
     if isinstance(space, ModelSpace):
-        check_parts(cfg)
+        check_parts(cfg, space)
         # a preset's space section (op set, cells) and its cell options (partial channels,
         # node BN) belong to the built-in cells; β edge normalization applies to any choice
         cfg = dataclasses.replace(

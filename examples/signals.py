@@ -9,6 +9,7 @@ ONNX. See docs/user_models.md.
 
     python examples/signals.py            # about a minute on a laptop CPU
     python examples/signals.py --tiny     # seconds (what the tests run)
+    diffnas --import examples/signals.py search --space signalnet --dataset signals
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import diffnas
-from diffnas.choices import InputChoice, MixedChoice
+from diffnas.choices import InputChoice, MixedChoice, register_model
+from diffnas.data.user import UserData
 from diffnas.evaluate.export import export_model
+from diffnas.registry import DATASETS
 
 LENGTH = 64
 
@@ -118,6 +121,14 @@ def accuracy(model: nn.Module, data: TensorDataset) -> float:
     model.eval()
     x, y = data.tensors
     return 100.0 * float((model(x).argmax(1) == y).float().mean())
+
+
+# --------------------------------------------------------------------------- CLI plugin
+# `diffnas --import examples/signals.py search --space signalnet --dataset signals` searches
+# the same model from the command line; derive and export work on its run directory.
+register_model("signalnet", SignalNet, input_shape=(1, LENGTH))
+if "signals" not in DATASETS:
+    DATASETS.add("signals", lambda root, cache_dir: UserData(signals(512, 0), label="signals"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:

@@ -268,3 +268,23 @@ def test_signals_example_runs(tmp_path: Path) -> None:
     for method in results:
         assert (tmp_path / f"export-{method}" / "model.torchscript.pt").exists()
         assert (tmp_path / f"search-{method}" / "choices.json").exists()
+
+
+def test_registered_user_model_from_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/signals.py as a plugin: search, derive, export of a user model; no train."""
+    from diffnas.cli import main
+
+    example = str(Path(__file__).parents[1] / "examples" / "signals.py")
+    run, exp = tmp_path / "search", tmp_path / "export"
+    argv = ["--import", example, "search", "--space", "signalnet", "--dataset", "signals"]
+    argv += ["--config", "gdas", "--epochs", "1", "--no-progress", "--threads", "1"]
+    assert main([*argv, "--out", str(run), "--set", "data.batch_size=64"]) == 0
+    chosen = json.loads((run / "choices.json").read_text())
+    assert set(chosen) == {"block0", "block1", "block2", "head_inputs"}
+    assert main(["derive", str(run)]) == 0
+    assert f"block0: {chosen['block0']}" in capsys.readouterr().out
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(exp)]) == 0
+    info = json.loads((exp / "export.json").read_text())
+    assert info["input"]["shape"] == ["batch", 1, 64]
+    assert main(["train", str(run), "--epochs", "1"]) == 2
+    assert "is a user model: train it with your own loop" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from diffnas.supernet.base import ArchSpec, CellSite, Supernet
 from diffnas.supernet.mixed import MixWeights
 
 MODEL_SPACE = "model"
+CHOICES_FILE = "choices.json"  # {label: chosen} in a search run of a user model
 
 # parts that read a built-in space's cell layout, cost-per-site or latency tables
 UNSUPPORTED_PARTS = {
@@ -276,6 +277,8 @@ class ModelSpace(Space):
     name = MODEL_SPACE
     edges_per_node = None
     default_layers = 0
+    # one sample's shape without the batch axis (registered models: for `diffnas export`)
+    input_shape: tuple[int, ...] | None = None
 
     def __init__(
         self,
@@ -356,6 +359,16 @@ class ModelSpace(Space):
             else:
                 out[key] = cell.edges[0].op
         return out
+
+    def save_choices(self, genotype: Genotype, run_dir: Any) -> None:
+        """choices.json in a run directory: {label: chosen}."""
+        import json
+        from pathlib import Path
+
+        from diffnas.utils import atomic_write_text
+
+        text = json.dumps(self.choices(genotype), indent=2) + "\n"
+        atomic_write_text(Path(run_dir) / CHOICES_FILE, text)
 
     def validate(self, genotype: Genotype) -> Genotype:
         self.check_space(genotype)
@@ -493,3 +506,37 @@ def check_parts(config: Any, space: ModelSpace | None = None) -> None:
                 f"the {kind} '{name}' does not work on a user model: {why}; leave it out of "
                 f"the config (every relaxation, schedule and updater works)"
             )
+
+
+# =========================================================================== registered
+def register_model(
+    name: str, factory: Callable[[], nn.Module], input_shape: Sequence[int] | None = None
+) -> type[ModelSpace]:
+    """Register a user model as the space `name` (for the CLI: `--space name`).
+
+    factory(): a fresh model with its choices; input_shape: one sample's shape without the
+    batch axis (what `diffnas export` feeds the fixed model). A search, derive or export of
+    a run of this space rebuilds the model with the factory; the data come from a dataset
+    registered in `DATASETS` that returns `UserData`.
+    """
+    from diffnas.registry import SPACES
+
+    if name in SPACES:
+        old = getattr(SPACES.get(name), "factory_fn", None)
+        if old is None or getattr(old, "__qualname__", None) != getattr(
+            factory, "__qualname__", None
+        ):
+            raise ConfigError(f"a space named '{name}' is already registered")
+        SPACES._items.pop(name)  # the same plugin imported again: its new definition wins
+    shape = tuple(int(v) for v in input_shape) if input_shape is not None else None
+
+    def init(self: ModelSpace, cfg: SpaceConfig | None = None) -> None:
+        ModelSpace.__init__(self, None, cfg, factory=factory, name=name)
+
+    cls = type(
+        f"ModelSpace_{name}",
+        (ModelSpace,),
+        {"name": name, "__init__": init, "factory_fn": factory, "input_shape": shape},
+    )
+    SPACES.add(name, cls)
+    return cls

@@ -25,9 +25,7 @@ from diffnas.parts import build_part
 from diffnas.registry import SCHEDULES
 from diffnas.search import Searcher, SearchResult, _as_config, default_callbacks
 from diffnas.spaces.base import Space, get_space
-from diffnas.utils import atomic_write_text, resolve_device
-
-CHOICES_FILE = "choices.json"
+from diffnas.utils import resolve_device
 
 
 @dataclass
@@ -125,8 +123,6 @@ def search_user(
     out_result = ModelSearchResult(
         result.genotype, result.history, result.run_dir, result.config, space
     )
-    if run is not None:
-        atomic_write_text(run.path / CHOICES_FILE, json.dumps(out_result.choices, indent=2) + "\n")
     return out_result
 
 

@@ -274,6 +274,9 @@ class Searcher:
         genotype = self._stamp(self.current_genotype)
         if self.run is not None:
             genotype.save(self.run.genotype_path)
+            save_choices = getattr(self.space, "save_choices", None)  # a user model's
+            if save_choices is not None:
+                save_choices(genotype, self.run.path)
         return SearchResult(
             genotype, self.history, self.run.path if self.run else None, self.config
         )

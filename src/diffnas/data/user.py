@@ -143,6 +143,19 @@ class LoaderStream:
 
 
 @dataclass
+class UserData:
+    """What a dataset registered in `DATASETS` returns for user data (CLI searches).
+
+    train: a torch Dataset or DataLoader; val: None (train is split for the bilevel) or the
+    architecture data; label: how results on it are labelled.
+    """
+
+    train: Any
+    val: Any = None
+    label: str = "user data"
+
+
+@dataclass
 class UserDataInfo:
     """What the search records about user data (the stand-in of an image Dataset)."""
 
@@ -287,3 +300,25 @@ def user_streams(
     return stream(train_data, derived_seed(seed, 1), "train_data"), stream(
         val_data, derived_seed(seed, 2), "val_data"
     )
+
+
+def user_search_data(
+    data: UserData, cfg: Any, seed: int, train_portion: float, device: torch.device | str
+) -> Any:
+    """The SearchData of a registered dataset of torch data."""
+    from diffnas.data.loader import SearchData
+
+    check_data(data.train, "train data")
+    if data.val is not None:
+        check_data(data.val, "validation data")
+    info = info_of(data.train)
+    info.name, info.label = cfg.dataset, data.label
+    train, val = user_streams(
+        data.train,
+        data.val,
+        batch_size=cfg.batch_size,
+        seed=seed,
+        train_portion=train_portion,
+        device=device,
+    )
+    return SearchData(info, train, val)  # type: ignore[arg-type]

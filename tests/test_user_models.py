@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import diffnas
 from diffnas.choices import ChosenInputs, InputChoice, MixedChoice, ModelSpace, fix
-from diffnas.errors import ConfigError, DatasetError, GenotypeError
+from diffnas.errors import CheckpointError, ConfigError, DatasetError, GenotypeError
 from diffnas.registry import RELAXATIONS
 from diffnas.supernet.mixed import MixWeights
 
@@ -270,9 +270,14 @@ def test_signals_example_runs(tmp_path: Path) -> None:
         assert (tmp_path / f"search-{method}" / "choices.json").exists()
 
 
-def test_registered_user_model_from_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_registered_user_model_from_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """examples/signals.py as a plugin: search, derive, export of a user model; no train."""
+    from diffnas import plugins
     from diffnas.cli import main
+
+    monkeypatch.setattr(plugins, "_loaded", {})  # later runs of this process: no plugin
 
     example = str(Path(__file__).parents[1] / "examples" / "signals.py")
     run, exp = tmp_path / "search", tmp_path / "export"
@@ -288,3 +293,36 @@ def test_registered_user_model_from_cli(tmp_path: Path, capsys: pytest.CaptureFi
     assert info["input"]["shape"] == ["batch", 1, 64]
     assert main(["train", str(run), "--epochs", "1"]) == 2
     assert "is a user model: train it with your own loop" in capsys.readouterr().err
+
+
+def test_user_model_search_resumes_after_a_kill_to_the_same_alpha(tmp_path: Path) -> None:
+    from diffnas.callbacks.base import Callback
+
+    class Kill(Callback):
+        name = "kill"
+
+        def on_step_end(self, s) -> None:  # type: ignore[no-untyped-def]
+            if s.global_step == 3:
+                raise KeyboardInterrupt
+
+    over = ["search.epochs=2", "data.batch_size=8", "threads=1", "checkpoint.every_steps=2"]
+    torch.manual_seed(0)
+    diffnas.search(Net(), train_data=data(), out=tmp_path / "a", progress=False, overrides=over)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        diffnas.search(
+            Net(),
+            train_data=data(),
+            out=tmp_path / "b",
+            progress=False,
+            overrides=over,
+            callbacks=[Kill()],
+        )
+    with pytest.raises(CheckpointError, match="searched a user model from Python"):
+        diffnas.resume(tmp_path / "b")
+    r = diffnas.resume(tmp_path / "b", model=Net(), train_data=data(), progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["arch"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["arch"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert r.choices == json.loads((tmp_path / "a" / "choices.json").read_text())

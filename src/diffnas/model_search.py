@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 from diffnas.callbacks.base import Callback
 from diffnas.choices import ModelSpace, check_parts, fix
-from diffnas.config import Config, SpaceConfig, SupernetConfig
+from diffnas.config import Config, SpaceConfig, SupernetConfig, from_dict
 from diffnas.data.loader import SearchData
 from diffnas.data.user import check_data, info_of, user_streams
 from diffnas.errors import ConfigError, DatasetError
@@ -95,6 +96,24 @@ def search_user(
             space=SpaceConfig(name=space.name),
             supernet=SupernetConfig(edge_norm=cfg.supernet.edge_norm),
         )
+    cfg, data = _user_data(cfg, space, train_data, val_data)
+    from diffnas.run import RunDir
+
+    run = RunDir.create(cfg, out if out is not None else cfg.out)
+    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+    result = Searcher(cfg, run, cbs, space=space, data=data, loss=loss).run_search()
+    if not isinstance(space, ModelSpace):
+        return result
+    out_result = ModelSearchResult(
+        result.genotype, result.history, result.run_dir, result.config, space
+    )
+    return out_result
+
+
+def _user_data(
+    cfg: Config, space: Space, train_data: Any, val_data: Any
+) -> tuple[Config, SearchData]:
+    """The config with data.dataset 'user' and the SearchData of the user's data."""
     info = info_of(train_data)
     if not isinstance(space, ModelSpace) and info.num_classes < 1:
         raise DatasetError(
@@ -113,22 +132,41 @@ def search_user(
         device=device,
     )
     data = SearchData(info, train, val)  # type: ignore[arg-type]
-    from diffnas.run import RunDir
-
-    run = RunDir.create(cfg, out if out is not None else cfg.out)
-    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-    result = Searcher(cfg, run, cbs, space=space, data=data, loss=loss).run_search()
-    if not isinstance(space, ModelSpace):
-        return result
-    out_result = ModelSearchResult(
-        result.genotype, result.history, result.run_dir, result.config, space
-    )
-    return out_result
+    return cfg, data
 
 
 def _schedule_portion(cfg: Config) -> float:
     schedule = build_part(SCHEDULES, cfg.search.schedule, "search.schedule")
     return float(schedule.train_portion)
+
+
+def resume_user(
+    run_dir: str | Path,
+    model: nn.Module,
+    *,
+    train_data: Any,
+    val_data: Any = None,
+    loss: Any = None,
+    callbacks: list[Callback] | None = None,
+    progress: bool | None = None,
+) -> SearchResult:
+    """Continue a search of a user model: the same model class, data and loss again."""
+    from diffnas.run import RunDir
+
+    check_data(train_data, "train_data")
+    if val_data is not None:
+        check_data(val_data, "val_data")
+    run = RunDir.open(run_dir)
+    # as written by search_user (its space 'model' and data 'user' are not registry names)
+    cfg = from_dict(Config, yaml.safe_load(run.config_path.read_text()) or {})
+    space = ModelSpace(model, name=cfg.space.name)
+    cfg, data = _user_data(cfg, space, train_data, val_data)
+    cbs = default_callbacks(cfg, progress) + list(callbacks or [])
+    searcher = Searcher(cfg, run, cbs, space=space, data=data, loss=loss)
+    searcher.load_state_dict(run.load_checkpoint())
+    run.keep_metrics(searcher.epoch)
+    result = searcher.run_search()
+    return ModelSearchResult(result.genotype, result.history, result.run_dir, cfg, space)
 
 
 def is_user_target(config: Any, dataset: Any) -> bool:

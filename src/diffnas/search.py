@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.func import functional_call
 
 from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
@@ -481,9 +482,37 @@ def resume(
     callbacks: list[Callback] | None = None,
     progress: bool | None = None,
     dataset: Dataset | None = None,
+    model: torch.nn.Module | None = None,
+    train_data: Any = None,
+    val_data: Any = None,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
 ) -> SearchResult:
-    """Continue a run from its checkpoint; ends exactly where an uninterrupted run would."""
+    """Continue a run from its checkpoint; ends exactly where an uninterrupted run would.
+
+    A search of a user model made in Python continues with the same `model` class (a fresh
+    instance), `train_data`, `val_data` and `loss` given again (docs/user_models.md).
+    """
+    if model is not None:
+        from diffnas.model_search import resume_user
+
+        return resume_user(
+            run_dir,
+            model,
+            train_data=train_data,
+            val_data=val_data,
+            loss=loss,
+            callbacks=callbacks,
+            progress=progress,
+        )
     run = RunDir.open(run_dir)
+    from diffnas.choices import MODEL_SPACE
+
+    raw = yaml.safe_load(run.config_path.read_text()) or {}
+    if model is None and isinstance(raw, dict) and raw.get("space", {}).get("name") == MODEL_SPACE:
+        raise CheckpointError(
+            f"'{run_dir}' searched a user model from Python; continue it with "
+            f"diffnas.resume(run_dir, model=YourModel(), train_data=...) (docs/user_models.md)"
+        )
     if run.kind == "train":
         raise CheckpointError(
             f"'{run_dir}' is a training run, not a search; continue it with "

@@ -360,6 +360,10 @@ class ModelSpace(Space):
                 out[key] = cell.edges[0].op
         return out
 
+    def check_config(self, config: Any) -> None:
+        """Refuse parts that do not work on a user model (see UNSUPPORTED_PARTS)."""
+        check_parts(config, self)
+
     def save_choices(self, genotype: Genotype, run_dir: Any) -> None:
         """choices.json in a run directory: {label: chosen}."""
         import json

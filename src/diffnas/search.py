@@ -124,6 +124,9 @@ class Searcher:
         seed_everything(config.seed)
         s = config.search
         self.space = space if space is not None else get_space(config.space)
+        check_config = getattr(self.space, "check_config", None)  # a user model's
+        if check_config is not None:
+            check_config(config)
         self.loss_fn = loss if loss is not None else F.cross_entropy
         self.relaxation: Relaxation = build_part(RELAXATIONS, s.relaxation, "search.relaxation")
         self.schedule: Schedule = build_part(SCHEDULES, s.schedule, "search.schedule")

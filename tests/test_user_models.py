@@ -326,3 +326,32 @@ def test_user_model_search_resumes_after_a_kill_to_the_same_alpha(tmp_path: Path
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert r.choices == json.loads((tmp_path / "a" / "choices.json").read_text())
+
+
+def test_dataset_stream_collates_a_generic_dataset_like_a_tensor_dataset() -> None:
+    from torch.utils.data import Dataset
+
+    from diffnas.data.user import DatasetStream, LoaderStream
+
+    tensors = data(20)
+
+    class Plain(Dataset):
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return tensors.tensors[0][i], tensors.tensors[1][i]
+
+    idx = torch.arange(20)
+    fast, slow = DatasetStream(tensors, idx, 6, seed=3), DatasetStream(Plain(), idx, 6, seed=3)
+    assert len(fast) == 3  # drop_last
+    for (xa, ya), (xb, yb) in zip(fast.epoch(1), slow.epoch(1), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # shuffled per (seed, epoch): a permutation, another one next epoch
+    assert torch.equal(fast.order(1).sort().values, idx)
+    assert not torch.equal(fast.order(1), fast.order(2))
+    # resuming mid-epoch gives the same batches as the uninterrupted epoch
+    assert torch.equal(next(iter(fast.epoch(1, start=2)))[0], list(fast.epoch(1))[2][0])
+    loader = LoaderStream(DataLoader(tensors, batch_size=8), "cpu", "train_data")
+    assert [len(y) for _, y in loader.epoch(0)] == [8, 8, 4]
+    assert torch.equal(next(iter(loader.epoch(0, start=2)))[1], tensors.tensors[1][16:])

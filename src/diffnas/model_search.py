@@ -114,7 +114,7 @@ def _user_data(
     cfg: Config, space: Space, train_data: Any, val_data: Any
 ) -> tuple[Config, SearchData]:
     """The config with data.dataset 'user' and the SearchData of the user's data."""
-    info = info_of(train_data)
+    info = info_of(train_data, scan=not isinstance(space, ModelSpace))
     if not isinstance(space, ModelSpace) and info.num_classes < 1:
         raise DatasetError(
             f"the {space.name} space's classifier needs class-index targets (int64 class "

@@ -224,12 +224,18 @@ def num_classes_of(data: Any) -> int:
     return int(y.max()) + 1
 
 
-def info_of(data: Any, where: str = "train_data") -> UserDataInfo:
+def info_of(data: Any, where: str = "train_data", scan: bool = False) -> UserDataInfo:
+    """Input shape and classes; `scan`: read every target of a generic Dataset for the
+    class count (a built-in space's classifier needs it), else only tensor datasets'."""
     x, _ = _first(data, where)
     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
     kind = type(data).__name__
+    base = data.dataset if isinstance(data, DataLoader) else data
+    cheap = isinstance(base, TensorDataset) or (
+        isinstance(base, Subset) and isinstance(base.dataset, TensorDataset)
+    )
     try:
-        classes = num_classes_of(data)
+        classes = num_classes_of(data) if cheap or scan else 0
     except (TypeError, ValueError):
         classes = 0
     label = f"user {kind} (inputs {list(shape)}" + (f", {classes} classes)" if classes else ")")

@@ -33,6 +33,7 @@ examples:
   diffnas zoo
   diffnas train DARTS_V2 --dataset cifar10 --data-root DIR
   diffnas profile DARTS_V2 --imagenet
+  diffnas --import my_ops.py search --space darts_gelu   # user ops/spaces (docs/user_models.md)
 """
 
 

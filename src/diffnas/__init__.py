@@ -48,10 +48,12 @@ __all__ = [
     "Searcher",
     "TrainConfig",
     "TrainResult",
+    "choices",
     "get_space",
     "load_config",
     "load_genotype",
     "netsearch",
+    "plugins",
     "resume",
     "resume_netsearch",
     "resume_training",
@@ -60,6 +62,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from diffnas import choices, plugins
     from diffnas.config import Config, load_config
     from diffnas.errors import DiffnasError
     from diffnas.evaluate import TrainConfig, TrainResult, resume_training, train  # type: ignore[no-redef]
@@ -68,7 +71,12 @@ if TYPE_CHECKING:
     from diffnas.spaces import Genotype, get_space, load_genotype
 
 
+_SUBMODULES = ("choices", "plugins")  # `diffnas.choices.MixedChoice`, `diffnas.plugins.op`
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"diffnas.{name}")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -77,7 +85,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 class _Package(types.ModuleType):

@@ -33,6 +33,7 @@ examples:
   diffnas zoo
   diffnas train DARTS_V2 --dataset cifar10 --data-root DIR
   diffnas profile DARTS_V2 --imagenet
+  diffnas --import my_ops.py search --space darts_gelu   # user ops/spaces (docs/user_models.md)
 """
 
 
@@ -46,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     from diffnas import __version__
 
     parser.add_argument("--version", action="version", version=f"diffnas {__version__}")
+    parser.add_argument(
+        "--import",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        dest="imports",
+        help="import a plugin first (module name or .py path; repeatable, anywhere on the "
+        "line): its ops, spaces, datasets and parts become available and runs record it",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import diffnas.commands as commands
 
@@ -58,12 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from diffnas.plugins import extract_imports, load_all
+
+    console = Console(stderr=True)
+    try:
+        imports, argv = extract_imports(list(sys.argv[1:] if argv is None else argv))
+        load_all(imports)
+    except DiffnasError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    console = Console(stderr=True)
     try:
         return int(args.func(args) or 0)
     except DiffnasError as exc:

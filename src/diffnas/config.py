@@ -206,6 +206,8 @@ class Config:
     """A search run."""
 
     method: str = "darts"
+    # plugins (module names or .py paths) that register this run's ops/spaces/parts
+    imports: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -494,8 +496,9 @@ def check_device(name: str) -> str:
 
 def validate(config: Config) -> None:
     """Checks that need the registries: part names and part parameters."""
-    from diffnas import registry
+    from diffnas import plugins, registry
 
+    plugins.load_all(config.imports)
     # building the space checks its own keys (op names, darts `cells` against `layers`)
     registry.SPACES.get(config.space.name)(config.space)
     registry.DATASETS.get(config.data.dataset)

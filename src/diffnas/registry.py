@@ -87,6 +87,9 @@ def _load_builtin_parts() -> None:
         for info in pkgutil.iter_modules(pkg.__path__):
             importlib.import_module(f"{pkg.__name__}.{info.name}")
     del diffnas
+    from diffnas.plugins import load_entry_points
+
+    load_entry_points()  # installed packages' `diffnas.plugins` entry points
 
 
 SPACES: Registry = Registry("space")

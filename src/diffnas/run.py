@@ -311,7 +311,9 @@ class RunDir:
             # left by a start that never reached its first checkpoint: nothing to resume
             for stale in (run.metrics_path, run.genotype_path):
                 stale.unlink(missing_ok=True)
-            atomic_write_text(run.config_path, dump_config(config))
+            from diffnas.plugins import with_imports
+
+            atomic_write_text(run.config_path, dump_config(with_imports(config)))
         except BaseException:
             run.release()
             raise
@@ -333,6 +335,9 @@ class RunDir:
             raise CheckpointError(f"run directory '{path}' does not exist")
         if not run.config_path.exists():
             raise CheckpointError(f"'{path}' is not a diffnas run directory (no {cls.CONFIG})")
+        from diffnas.plugins import load_for_run
+
+        load_for_run(run.path)  # the plugins the run was made with
         if lock:
             # a run directory of an older diffnas has config.yaml but no marker: adopt it
             run.lock, _ = claim_directory(run.path, run.kind, adopt=lambda e: cls.CONFIG in e)

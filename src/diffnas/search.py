@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.func import functional_call
 
 from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
@@ -25,7 +27,7 @@ from diffnas.errors import CheckpointError, NumericalError
 from diffnas.parts import Derivation, Regularizer, Relaxation, Schedule, Updater, build_part
 from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, UPDATERS
 from diffnas.run import RESUME_MAY_CHANGE_SEARCH, RunDir
-from diffnas.spaces import get_space
+from diffnas.spaces import Space, get_space
 from diffnas.spaces.genotype import Genotype
 from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import MixWeights
@@ -51,6 +53,7 @@ class Meters:
         self.reset()
 
     def reset(self) -> None:
+        self.scored = True
         self.sums: dict[str, float | torch.Tensor] = dict.fromkeys(self.KEYS, 0.0)
 
     def add(
@@ -58,17 +61,21 @@ class Meters:
     ) -> None:
         n = labels.shape[0]
         self.sums[f"{prefix}_loss"] = self.sums[f"{prefix}_loss"] + loss.detach() * n
+        self.sums[f"{prefix}_n"] = self.sums[f"{prefix}_n"] + n
+        if labels.dim() != 1 or labels.dtype.is_floating_point or logits.dim() != 2:
+            self.scored = False  # a user loss on other targets: no accuracy
+            return
         self.sums[f"{prefix}_correct"] = (
             self.sums[f"{prefix}_correct"] + (logits.argmax(1) == labels).sum()
         )
-        self.sums[f"{prefix}_n"] = self.sums[f"{prefix}_n"] + n
 
     def summary(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for p in ("train", "val"):
             n = float(self.sums[f"{p}_n"])
             out[f"{p}_loss"] = float(self.sums[f"{p}_loss"]) / n if n else None
-            out[f"{p}_acc"] = 100.0 * float(self.sums[f"{p}_correct"]) / n if n else None
+            scored = n and self.scored
+            out[f"{p}_acc"] = 100.0 * float(self.sums[f"{p}_correct"]) / n if scored else None
         if out["train_loss"] is None:
             out["train_loss"], out["train_acc"] = math.nan, math.nan
         return out
@@ -103,14 +110,24 @@ class Searcher:
         run: RunDir | None = None,
         callbacks: list[Callback] | None = None,
         dataset: Dataset | None = None,
+        *,
+        space: Space | None = None,
+        data: SearchData | None = None,
+        loss: Callable[[Any, Any], torch.Tensor] | None = None,
     ) -> None:
+        """`space`, `data`, `loss`: a user model's space, user data streams, a user loss
+        (diffnas.choices, diffnas.data.user); None: from the config, cross-entropy."""
         self.config = config
         self.run = run
         set_threads(config.threads)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
         s = config.search
-        self.space = get_space(config.space)
+        self.space = space if space is not None else get_space(config.space)
+        check_config = getattr(self.space, "check_config", None)  # a user model's
+        if check_config is not None:
+            check_config(config)
+        self.loss_fn = loss if loss is not None else F.cross_entropy
         self.relaxation: Relaxation = build_part(RELAXATIONS, s.relaxation, "search.relaxation")
         self.schedule: Schedule = build_part(SCHEDULES, s.schedule, "search.schedule")
         self.updater: Updater = build_part(UPDATERS, s.updater, "search.updater")
@@ -121,7 +138,7 @@ class Searcher:
         self.derivation: Derivation = build_part(DERIVATIONS, s.derive, "search.derive")
 
         train_portion = config.data.train_portion or self.schedule.train_portion
-        self.data: SearchData = search_data(
+        self.data: SearchData = data or search_data(
             config.data, config.seed, train_portion, self.device, dataset
         )
         ds = self.data.dataset
@@ -202,7 +219,7 @@ class Searcher:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(validation loss = CE + regularizers, CE, logits)."""
         logits = self.forward(batch[0], mix, params)
-        ce = F.cross_entropy(logits, batch[1])
+        ce = self.loss_fn(logits, batch[1])
         return ce + self.reg_loss(mix, ce), ce, logits
 
     def check_finite(self, loss: torch.Tensor, phase: str) -> None:
@@ -245,7 +262,7 @@ class Searcher:
         with torch.set_grad_enabled(with_alpha):
             mix = self.relaxation.mix(self.arch)
         logits = self.model(x, mix)
-        loss = F.cross_entropy(logits, y)
+        loss = self.loss_fn(logits, y)
         self.check_finite(loss, "training")
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()  # with_alpha: α's gradient adds to the last architecture step's
@@ -290,6 +307,9 @@ class Searcher:
         genotype = self._stamp(self.current_genotype)
         if self.run is not None:
             genotype.save(self.run.genotype_path)
+            save_choices = getattr(self.space, "save_choices", None)  # a user model's
+            if save_choices is not None:
+                save_choices(genotype, self.run.path)
         return SearchResult(
             genotype, self.history, self.run.path if self.run else None, self.config
         )
@@ -469,12 +489,37 @@ def search(
     callbacks: list[Callback] | None = None,
     progress: bool | None = None,
     dataset: Dataset | None = None,
+    train_data: Any = None,
+    val_data: Any = None,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    method: Config | dict[str, Any] | str | None = None,
 ) -> SearchResult:
     """Run a search from a Config, a mapping, or a config file / preset name.
 
     Writes a run directory (out, config.out, or runs/<method>-<space>-<dataset>-<time>) and
     returns the derived genotype, the per-epoch history and the directory.
+
+    Bring your own model and data (docs/user_models.md): `config` may be a user nn.Module
+    with diffnas.choices (then `method` names the preset, default darts), and
+    `train_data` / `val_data` torch Datasets or DataLoaders, `loss` a loss(outputs,
+    targets) (default cross-entropy).
     """
+    from diffnas.model_search import is_user_target, search_user
+
+    if train_data is None and dataset is not None and is_user_target(None, dataset):
+        train_data, dataset = dataset, None  # a torch Dataset/DataLoader given as dataset=
+    if train_data is not None or is_user_target(config, dataset):
+        return search_user(
+            config,
+            method=method,
+            overrides=overrides,
+            out=out,
+            callbacks=callbacks,
+            progress=progress,
+            train_data=train_data,
+            val_data=val_data,
+            loss=loss,
+        )
     cfg = _as_config(config, overrides)
     path = out if out is not None else cfg.out
     run = RunDir.create(cfg, path)
@@ -501,8 +546,17 @@ def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Co
     )
 
 
-def _search_run(run_dir: str | Path, lock: bool = False) -> RunDir:
+def _search_run(run_dir: str | Path, lock: bool = False, user_model: bool = False) -> RunDir:
     run = RunDir.open(run_dir)
+    from diffnas.choices import MODEL_SPACE
+
+    raw = yaml.safe_load(run.config_path.read_text()) or {}
+    space = raw.get("space") if isinstance(raw, dict) else None
+    if not user_model and isinstance(space, dict) and space.get("name") == MODEL_SPACE:
+        raise CheckpointError(
+            f"'{run_dir}' searched a user model from Python; continue it with "
+            f"diffnas.resume(run_dir, model=YourModel(), train_data=...) (docs/user_models.md)"
+        )
     if run.kind == "train":
         raise CheckpointError(
             f"'{run_dir}' is a training run, not a search; continue it with "
@@ -518,13 +572,38 @@ def resume(
     callbacks: list[Callback] | None = None,
     progress: bool | None = None,
     dataset: Dataset | None = None,
+    model: torch.nn.Module | None = None,
+    train_data: Any = None,
+    val_data: Any = None,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
 ) -> SearchResult:
     """Continue a run from its checkpoint; ends exactly where an uninterrupted run would.
 
     `overrides` (`key=value`) may change only the keys of `RESUME_MAY_CHANGE_SEARCH`
     (threads, epochs, learning rates, ...); metrics.jsonl is rebuilt from the checkpoint.
+    A search of a user model made in Python continues with the same `model` class (a fresh
+    instance), `train_data`, `val_data` and `loss` given again (docs/user_models.md).
     """
     from diffnas.config import validate
+
+    if model is not None:
+        from diffnas.errors import ConfigError
+        from diffnas.model_search import resume_user
+
+        if overrides:
+            raise ConfigError(
+                "a user-model search resumes under its own config: drop overrides, or start "
+                "a new diffnas.search(model, ...) with the settings you want"
+            )
+        return resume_user(
+            run_dir,
+            model,
+            train_data=train_data,
+            val_data=val_data,
+            loss=loss,
+            callbacks=callbacks,
+            progress=progress,
+        )
 
     run = _search_run(run_dir, lock=True)
     try:

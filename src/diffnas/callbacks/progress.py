@@ -69,7 +69,8 @@ class ProgressBar(Callback["Loop"]):
         if self.progress is None or s.global_step % self.refresh_steps:
             return
         m = s.meters.summary()
-        stats = f"loss {m['train_loss']:.3f} acc {m['train_acc']:.1f}%"
+        acc = m["train_acc"]
+        stats = f"loss {m['train_loss']:.3f}" + ("" if acc is None else f" acc {acc:.1f}%")
         if m["val_acc"] is not None:
             stats += f" | val {m['val_acc']:.1f}%"
         self.progress.update(
@@ -97,7 +98,8 @@ class ProgressBar(Callback["Loop"]):
 def epoch_line(metrics: dict[str, Any], epochs: int, epoch_s: float) -> str:
     """`epoch 3/20  train 81.2%  val 78.0%  time 4s (total 12s)`: the epoch's own time and
     the run's cumulative time (metrics.jsonl's time_s)."""
-    line = f"epoch {metrics['epoch'] + 1}/{epochs}  train {metrics['train_acc']:.1f}%"
+    acc = metrics["train_acc"]  # None when the targets are not class indices (a user loss)
+    line = f"epoch {metrics['epoch'] + 1}/{epochs}  train {'-' if acc is None else f'{acc:.1f}%'}"
     for key, label in (("val_acc", "val"), ("test_acc", "test")):
         if key in metrics:
             value = metrics[key]

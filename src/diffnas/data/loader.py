@@ -140,6 +140,10 @@ def search_data(
 ) -> SearchData:
     """Split the training set into the weight (train) and architecture (val) halves."""
     ds = dataset or prepare_dataset(cfg)
+    from diffnas.data.user import UserData, user_search_data
+
+    if isinstance(ds, UserData):  # a registered dataset of torch data (diffnas.data.user)
+        return user_search_data(ds, cfg, seed, train_portion, device)
     n = len(ds.train)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, 99)))
     perm = perm[: max(2, int(round(cfg.subset * n)))]

@@ -83,6 +83,8 @@ class TrainConfig:
     # genotype file, zoo name, search run directory or NB201 string; the resolved genotype
     # is stored in the run's genotype.json, which is what a resumed run uses
     genotype: str | None = None
+    # plugins (module names or .py paths) that register the genotype's space and ops
+    imports: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
     threads: int | None = None

@@ -248,7 +248,7 @@ def _check(
 
 def export_model(
     model: nn.Module,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     out_dir: str | Path,
     *,
     formats: tuple[str, ...] = FORMATS,
@@ -312,7 +312,11 @@ def export_spec(
     """Export the network of a ModelSpec (trained weights if it has them) and write
     export.json: input shape and normalization, classes, genotype, check results."""
     model = spec.build()
-    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    from diffnas.spaces.base import get_space
+
+    # a registered user model (diffnas.choices.register_model) knows its input shape
+    own = getattr(get_space(spec.genotype.space), "input_shape", None)
+    shape = tuple(own) if own else (spec.in_channels, spec.input_size, spec.input_size)
     results = export_model(model, shape, out_dir, **kwargs)
     info = spec.data_info or {}
     meta = {

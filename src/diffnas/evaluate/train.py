@@ -467,6 +467,15 @@ def train(
     else:
         g = load_genotype(genotype)
         cfg = replace(cfg, genotype=str(genotype))
+    from diffnas.choices import ModelSpace
+    from diffnas.spaces.base import get_space
+
+    if isinstance(get_space(g.space), ModelSpace):
+        raise ConfigError(
+            f"'{g.space}' is a user model: train it with your own loop on your own data, "
+            f"after fixing its choices (diffnas.choices.fix(model, choices); see "
+            f"docs/user_models.md); `diffnas export` exports it"
+        )
     cfg = with_genotype_network(cfg, g)
     path = out if out is not None else cfg.out
     run = RunDir.create(cfg, path, default=default_run_path(cfg, g))

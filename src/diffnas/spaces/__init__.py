@@ -15,6 +15,9 @@ def load_genotype(source: str | Path) -> Genotype:
     text = str(source)
     path = Path(text)
     if path.is_dir():
+        from diffnas.plugins import load_for_run
+
+        load_for_run(path)  # a run made with plugins: its space may be theirs
         path = path / "genotype.json"
         if not path.exists():
             raise GenotypeError(

@@ -16,7 +16,7 @@ from diffnas.registry import SPACES
 from diffnas.spaces.aca import ACAEdge, build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
-from diffnas.spaces.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
+from diffnas.spaces.ops import DARTS_OPS, FactorizedReduce, OpTable, ReLUConvBN
 from diffnas.supernet.base import ArchSpec, CellSite, Supernet
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import MixWeights
@@ -230,7 +230,7 @@ class SearchCell(nn.Module):
         n_nodes = 2 + space.cfg.nodes
 
         def make_op(name: str, channels: int, stride: int) -> nn.Module:
-            return DARTS_OPS[name].build(channels, stride, False, True)
+            return space.op_table[name].build(channels, stride, False, True)
 
         self.dag = SearchDAG(
             2,
@@ -332,9 +332,19 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x / keep * mask
 
 
-def make_edge_op(edge: Edge, channels: int, stride: int) -> nn.Module:
+def make_edge_op(edge: Edge, channels: int, stride: int, table: OpTable = DARTS_OPS) -> nn.Module:
     """The module of one genotype edge in a discrete network (an ACA edge when s > 0)."""
-    return build_edge(DARTS_OPS, edge, channels, stride)
+    return build_edge(table, edge, channels, stride)
+
+
+def op_table_for(genotype: Genotype) -> OpTable:
+    """The op table of the genotype's space (a plugin's space_with_ops: its own table)."""
+    from diffnas.registry import SPACES
+
+    if genotype.space in SPACES:
+        table: OpTable = SPACES.get(genotype.space).op_table
+        return table
+    return DARTS_OPS
 
 
 class Cell(nn.Module):
@@ -346,6 +356,7 @@ class Cell(nn.Module):
         c: int,
         reduction: bool,
         reduction_prev: bool,
+        table: OpTable = DARTS_OPS,
     ) -> None:
         super().__init__()
         self.reduction = reduction
@@ -357,7 +368,7 @@ class Cell(nn.Module):
         self.edges = [(e.src, e.dst) for e in genotype.edges]
         self.edge_specs = list(genotype.edges)  # aligned with self.ops (profile cross-checks)
         self.ops = nn.ModuleList(
-            make_edge_op(e, c, 2 if reduction and e.src < 2 else 1) for e in genotype.edges
+            make_edge_op(e, c, 2 if reduction and e.src < 2 else 1, table) for e in genotype.edges
         )
         self.n_nodes = max(d for _, d in self.edges) + 1
         self.concat = list(genotype.concat) if genotype.concat else list(range(2, self.n_nodes))
@@ -472,10 +483,11 @@ class DartsNetwork(nn.Module):
         self.cells = nn.ModuleList()
         reduction_prev = False
         c_aux = 0
+        table = op_table_for(genotype)
         for i, (cell_g, reduction) in enumerate(network_cells(genotype, layers, stages)):
             if reduction:
                 c_curr *= 2
-            cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev)
+            cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev, table)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.multiplier * c_curr

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnas.spaces.darts import Cell, network_cells
+from diffnas.spaces.darts import Cell, network_cells, op_table_for
 from diffnas.spaces.genotype import Genotype
 
 
@@ -78,10 +78,11 @@ class DartsImageNetNetwork(nn.Module):
         self.cells = nn.ModuleList()
         reduction_prev = True
         c_aux = 0
+        table = op_table_for(genotype)
         for i, (cell_g, reduction) in enumerate(network_cells(genotype, layers)):
             if reduction:
                 c_curr *= 2
-            cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev)
+            cell = Cell(cell_g, c_pp, c_p, c_curr, reduction, reduction_prev, table)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.multiplier * c_curr

@@ -16,7 +16,7 @@ from diffnas.registry import SPACES
 from diffnas.spaces.aca import build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
-from diffnas.spaces.ops import NB201_OPS, ReLUConvBN
+from diffnas.spaces.ops import NB201_OPS, OpTable, ReLUConvBN
 from diffnas.supernet.base import ArchSpec, CellSite, Supernet
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import MixWeights
@@ -221,7 +221,7 @@ class Nb201Supernet(Supernet):
         )
 
         def make_op(name: str, channels: int, stride: int) -> nn.Module:
-            return NB201_OPS[name].build(channels, stride, False, True)
+            return space.op_table[name].build(channels, stride, False, True)
 
         self.blocks = nn.ModuleList()
         self.keys: list[str | None] = []  # α key of each block; None: a residual block
@@ -282,13 +282,13 @@ class InferCell(nn.Module):
     on zeros outputs BN's shift β (train mode) or β − γ·μ/σ (eval mode), not zero.
     """
 
-    def __init__(self, cell: CellGenotype, channels: int) -> None:
+    def __init__(self, cell: CellGenotype, channels: int, table: OpTable = NB201_OPS) -> None:
         super().__init__()
         kept = [e for e in cell.edges if e.op != "none"]
         self.edges = [(e.src, e.dst) for e in kept]
         self.edge_specs = kept  # aligned with self.ops (profile cross-checks)
         # an edge with an ACA skip fraction s > 0 becomes an ACA edge (see spaces/aca.py)
-        self.ops = nn.ModuleList(build_edge(NB201_OPS, e, channels, 1) for e in kept)
+        self.ops = nn.ModuleList(build_edge(table, e, channels, 1) for e in kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes: list[torch.Tensor | None] = [x, None, None, None]
@@ -315,8 +315,11 @@ class Nb201Network(nn.Module):
         )
         blocks: list[nn.Module] = []
         c_prev = channels
+        from diffnas.registry import SPACES
+
+        table = SPACES.get(genotype.space).op_table if genotype.space in SPACES else NB201_OPS
         for c, reduction in _skeleton(channels, layers):
-            blocks.append(ResNetBlock(c_prev, c) if reduction else InferCell(cell, c))
+            blocks.append(ResNetBlock(c_prev, c) if reduction else InferCell(cell, c, table))
             c_prev = c
         self.cells = nn.Sequential(*blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU())

@@ -172,6 +172,13 @@ class OpTable:
     def __contains__(self, name: object) -> bool:
         return name in self._ops
 
+    def extended(self, space: str, ops: list[OpDef]) -> OpTable:
+        """A new table for `space`: these ops followed by `ops` (a plugin's user ops)."""
+        for op in ops:
+            if op.name in self._ops:
+                raise ConfigError(f"op '{op.name}' is already an op of the {self.space} space")
+        return OpTable(space, [*self._ops.values(), *ops])
+
     def select(self, exclude: list[str]) -> list[str]:
         for name in exclude:
             if name not in self._ops:

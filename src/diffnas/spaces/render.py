@@ -7,6 +7,9 @@ from diffnas.spaces.genotype import Genotype
 
 def render_genotype(genotype: Genotype) -> str:
     lines = [f"genotype ({genotype.space}{', ' + genotype.name if genotype.name else ''})"]
+    choices = genotype.info.get("choices")
+    if isinstance(choices, dict):  # a user model (diffnas.choices): {label: chosen}
+        return "\n".join([*lines, *(f"  {k}: {v}" for k, v in choices.items())])
     if genotype.space == "nb201":
         from diffnas.spaces.nb201 import to_nb201_string
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from diffnas.errors import ConfigError
 from diffnas.parts import ArchStepResult, Batch, Updater
@@ -65,7 +64,7 @@ class SecondOrder(Updater):
     def _train_ce(
         self, s: Searcher, params: WeightDict, mix: MixWeights, batch: Batch
     ) -> torch.Tensor:
-        return F.cross_entropy(s.forward(batch[0], mix, params), batch[1])
+        return s.loss_fn(s.forward(batch[0], mix, params), batch[1])
 
     def hessian_vector_product(
         self,
@@ -128,7 +127,7 @@ class SecondOrder(Updater):
 
         # ∇ of L_val(w', α) w.r.t. the op weights and w'
         logits = s.forward(val_batch[0], leaf_mix, w1)
-        ce = F.cross_entropy(logits, val_batch[1])
+        ce = s.loss_fn(logits, val_batch[1])
         s.check_finite(ce, "validation")
         grads = torch.autograd.grad(ce, leaves + list(w1.values()), allow_unused=True)
         d_mix = [

@@ -1,7 +1,8 @@
 """The `diffnas` command line: one subcommand per module in diffnas.commands.
 
-Errors caused by input (config, genotype, dataset, checkpoint, NaN loss) print as one
-line naming the problem and the fix, with exit status 2; no traceback.
+Errors caused by input (config, genotype, dataset, checkpoint, NaN loss) or by the file
+system (full disk, no permission, a file in the way) print as one line naming the problem
+and the fix, with exit status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from diffnas.errors import DiffnasError
+from diffnas.errors import DiffnasError, os_error_message
 
 DESCRIPTION = """\
 diffnas: differentiable neural architecture search (DARTS and its family).
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except DiffnasError as exc:
         # escaped: messages quote config values such as `exclude_ops: [none]`, not markup
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:  # the file system said no: full disk, permissions, a file in the way
+        console.print(
+            f"[bold red]error:[/] {escape(os_error_message(exc))}", highlight=False, soft_wrap=True
+        )
         return 2
     except KeyboardInterrupt:
         console.print(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
-from diffnas.config import Config, from_dict, load_config, to_dict
+from diffnas.config import Config, from_dict, load_config, to_dict, validate
 from diffnas.data import CyclingStream, SearchData, search_data
 from diffnas.data.datasets import Dataset
 from diffnas.errors import CheckpointError, NumericalError
@@ -36,6 +36,7 @@ from diffnas.utils import (
     seed_everything,
     set_rng_state,
     set_threads,
+    state_mismatch,
 )
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -104,6 +105,7 @@ class Searcher:
         callbacks: list[Callback] | None = None,
         dataset: Dataset | None = None,
     ) -> None:
+        validate(config)  # a Config built or changed in Python gets the loader's checks
         self.config = config
         self.run = run
         set_threads(config.threads)
@@ -356,11 +358,16 @@ class Searcher:
                 f"checkpoint version {state.get('version')} is not supported by this diffnas "
                 f"(expects {CHECKPOINT_VERSION})"
             )
-        try:
-            self.model.load_state_dict(state["model"])
-            self.arch.load_state_dict(state["arch"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint does not match this run's supernet: {exc}") from None
+        for name, module in (("model", self.model), ("arch", self.arch)):
+            try:
+                module.load_state_dict(state[name])
+            except (RuntimeError, TypeError, AttributeError):
+                raise CheckpointError(
+                    f"checkpoint does not match this run's supernet ({name}: "
+                    f"{state_mismatch(module, state[name])}): the run's config.yaml no longer "
+                    f"describes the network its checkpoint holds; restore config.yaml, or start "
+                    f"a new run"
+                ) from None
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         for part, ps in zip(self.parts(), state["parts"]):
@@ -396,7 +403,10 @@ def default_callbacks(config: Config, progress: bool | None = None) -> list[Call
 
 def _as_config(config: Config | dict[str, Any] | str | None, overrides: list[str] | None) -> Config:
     if isinstance(config, Config):
-        return _override(config, overrides) if overrides else config
+        if overrides:
+            return _override(config, overrides)
+        validate(config)  # before the run directory is made
+        return config
     if isinstance(config, dict):
         base = from_dict(Config, config)
         return _override(base, overrides or [])

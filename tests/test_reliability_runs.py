@@ -94,3 +94,66 @@ def test_bench_refuses_to_reuse_runs_made_with_other_settings(tmp_path) -> None:
         plan(methods, [0], out, str(protocol), ["search.epochs=2"], jobs=1)
     with pytest.raises(ConfigError, match="gdas-s0.*search.arch_lr"):
         plan(methods[1:], [0], out, str(protocol), ["search.arch_lr=0.01"], jobs=1)
+
+
+# --------------------------------------------------------------------------- item 4
+def test_dry_run_of_a_huge_supernet_builds_only_small_ones(capsys, monkeypatch) -> None:
+    import diffnas.estimate as est
+    from diffnas.cli import main
+    from diffnas.spaces.nb201 import Nb201Space
+
+    built: list[tuple[int, str]] = []
+    real = Nb201Space.build_supernet
+
+    def spy(self, net, in_channels, num_classes, input_size):  # type: ignore[no-untyped-def]
+        model = real(self, net, in_channels, num_classes, input_size)
+        device = next(model.parameters()).device.type
+        built.append((self.cfg.channels, device))
+        return model
+
+    monkeypatch.setattr(Nb201Space, "build_supernet", spy)
+    monkeypatch.setattr(est, "available_mb", lambda device: 16_000.0)
+    # the issue's case was the darts space (killed by the OOM killer at ~23 GB); the nb201
+    # space with one cell per stage probes faster and builds the same way
+    argv = ["search", "--dry-run", "--threads", "1", "--set", "space.channels=4096"]
+    argv += ["--space", "nb201", "--set", "space.layers=1"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "does NOT fit" in captured.out and "batch size 1 does not fit" in captured.err
+    # the configured size only on the meta device (parameter count), real ones small
+    assert (4096, "meta") in built and all(c <= 8 for c, d in built if d != "meta"), built
+
+
+def test_scaled_estimate_matches_the_full_probe() -> None:
+    """Reference: the full probe, which builds the C=12 supernet and measures it."""
+    from diffnas.estimate import estimate, parameter_mb, probe_channels, scaled_estimate
+    from diffnas.search import Searcher
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config("nb201", epochs=1, **{"space.channels": "12", "data.batch_size": "16"})
+    assert probe_channels(cfg) == [4, 8]
+    scaled = scaled_estimate(cfg)
+    full = estimate(cfg, probe_sizes=(4, 8), repeats=1)
+    assert not full.scaled and scaled.scaled and scaled.fits
+    assert scaled.steps_per_epoch == full.steps_per_epoch
+    # kept tensors: linear in C; the per-sample share holds the batch-independent part
+    assert full.activation_mb <= scaled.activation_mb <= 1.25 * full.activation_mb
+    s = Searcher(cfg)
+    counted = sum(p.numel() * p.element_size() for p in s.model.parameters()) / 2**20
+    assert parameter_mb(cfg, 3, 10, 8) == pytest.approx(counted, rel=0.01)
+
+
+def test_a_run_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch) -> None:
+    import diffnas
+    import diffnas.estimate as est
+    from diffnas.errors import ResourceError
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config("nb201", epochs=1, **{"data.resolution": "64"})
+    assert est.needs_preflight(cfg)
+    monkeypatch.setattr(est, "available_mb", lambda device: 50.0)
+    with pytest.raises(ResourceError, match="MB are available"):
+        diffnas.search(cfg, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

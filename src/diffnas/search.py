@@ -439,6 +439,10 @@ def search(
     returns the derived genotype, the per-epoch history and the directory.
     """
     cfg = _as_config(config, overrides)
+    if dataset is None:  # a run larger than the digits default: refuse it if it cannot fit
+        from diffnas.estimate import preflight
+
+        preflight(cfg)
     run = RunDir.create(cfg, out if out is not None else cfg.out)
     cbs = default_callbacks(cfg, progress) + list(callbacks or [])
     return Searcher(cfg, run, cbs, dataset).run_search()

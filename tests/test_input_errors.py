@@ -43,6 +43,9 @@ def one_line_error(capsys, argv: list[str], *needles: str) -> str:
         ("search.arch_betas=[0.5]", "search.arch_betas"),
         ("supernet.partial_channels=64", "supernet.partial_channels"),  # > C=16
         ("search.epochs=100000000000000000000000", "search.epochs"),
+        ("space.channels=1000000000000", "space.channels"),  # overflowed torch's sizes
+        ("space.layers=100000", "space.layers"),  # modules alone would fill the memory
+        ("space.nodes=40", "mixed edges"),
         ("search.epochs=20000", "search.epochs"),
         ("search.warmup_epochs=50", "search.warmup_epochs"),  # = epochs: no α step
         ("search.arch_lr=1e10", "search.arch_lr"),

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(console: Console, message: str) -> None:
+    """One line: line breaks of quoted input (a value, a file name) are shown as \\n; escaped
+    markup: messages quote config values such as `exclude_ops: [none]`."""
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,13 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DiffnasError as exc:
-        # escaped: messages quote config values such as `exclude_ops: [none]`, not markup
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(console, str(exc))
         return 2
     except OSError as exc:  # the file system said no: full disk, permissions, a file in the way
-        console.print(
-            f"[bold red]error:[/] {escape(os_error_message(exc))}", highlight=False, soft_wrap=True
-        )
+        _error(console, os_error_message(exc))
         return 2
     except KeyboardInterrupt:
         console.print(

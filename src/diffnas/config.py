@@ -510,6 +510,10 @@ def load_config(
 # upper bounds that no real search comes near; beyond them a typo (an extra 0, `10^23`)
 MAX_EPOCHS = 10_000
 MAX_ARCH_LR = 1.0  # Adam moves each α by about arch_lr per step: above 1, α runs off
+MAX_CHANNELS = 65_536
+MAX_LAYERS = 500
+MAX_NODES = 64
+MAX_EDGES = 2_000  # mixed edges of the whole supernet: 18x DARTS's
 MAX_INT = 2**53  # larger integers are not exact as floats and overflow torch's int64 seeds
 
 
@@ -543,6 +547,16 @@ def _at_least(value: float | None, low: float, where: str, hint: str = "") -> No
         raise ConfigError(f"{where} must be at least {low}{hint}, got {value}")
 
 
+def supernet_edges(sp: SpaceConfig) -> int:
+    """Mixed edges of the supernet (cells x edges per cell) of the built-in spaces; 0 else."""
+    if sp.name == "darts":
+        cells = len(sp.cells) if sp.cells else (sp.layers or 8)
+        return cells * sp.nodes * (sp.nodes + 3) // 2
+    if sp.name == "nb201":
+        return 3 * (sp.layers or 5) * 6
+    return 0
+
+
 def check_values(config: Config) -> None:
     """Range checks of a search config that need no registry (each names key, value, fix)."""
     sp, net, d, s = config.space, config.supernet, config.data, config.search
@@ -550,6 +564,23 @@ def check_values(config: Config) -> None:
     _at_least(sp.layers, 1, "space.layers", " (cells; null = the space's default)")
     _at_least(sp.nodes, 1, "space.nodes", " (intermediate nodes per cell)")
     _at_least(sp.stem_multiplier, 1, "space.stem_multiplier")
+    # even the supernet's Python objects (modules per cell, edge and op) would exhaust memory
+    # beyond these; the memory check (dry-run, preflight) covers sizes within them
+    for key, value, most, note in (
+        ("channels", sp.channels, MAX_CHANNELS, "DARTS searches with 16"),
+        ("layers", sp.layers, MAX_LAYERS, "DARTS searches with 8 cells"),
+        ("nodes", sp.nodes, MAX_NODES, "DARTS cells have 4"),
+        ("stem_multiplier", sp.stem_multiplier, 64, "DARTS uses 3"),
+    ):
+        if value is not None and value > most:
+            raise ConfigError(f"space.{key} must be at most {most} ({note}), got {value}")
+    edges = supernet_edges(sp)
+    if edges > MAX_EDGES:
+        raise ConfigError(
+            f"space.layers={sp.layers} with space.nodes={sp.nodes} gives the {sp.name} supernet "
+            f"{edges:,} mixed edges, more than {MAX_EDGES:,} (DARTS: 8 cells x 14 = 112); "
+            f"lower space.layers or space.nodes"
+        )
     if config.threads is not None:
         _at_least(config.threads, 1, "threads", " (null = PyTorch's default)")
     if not 0 <= config.seed < 2**63:
@@ -563,7 +594,7 @@ def check_values(config: Config) -> None:
             f"{max(v for v in range(1, min(k, sp.channels) + 1) if sp.channels % v == 0)}"
         )
     _at_least(d.batch_size, 1, "data.batch_size")
-    _at_least(d.resolution, 1, "data.resolution", " (null = native)")
+    _at_least(d.resolution, 4, "data.resolution", " (null = native)")
     _at_least(d.augment.crop_padding, 0, "data.augment.crop_padding")
     _at_least(d.augment.cutout, 0, "data.augment.cutout")
     if d.train_portion is not None and not 0.0 < d.train_portion < 1.0:

@@ -1,7 +1,8 @@
 """The `diffnas` command line: one subcommand per module in diffnas.commands.
 
-Errors caused by input (config, genotype, dataset, checkpoint, NaN loss) print as one
-line naming the problem and the fix, with exit status 2; no traceback.
+Errors caused by input (config, genotype, dataset, checkpoint, NaN loss) or by the file
+system (full disk, no permission, a file in the way) print as one line naming the problem
+and the fix, with exit status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from diffnas.errors import DiffnasError
+from diffnas.errors import DiffnasError, os_error_message
 
 DESCRIPTION = """\
 diffnas: differentiable neural architecture search (DARTS and its family).
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(console: Console, message: str) -> None:
+    """One line: line breaks of quoted input (a value, a file name) are shown as \\n; escaped
+    markup: messages quote config values such as `exclude_ops: [none]`."""
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from diffnas.plugins import extract_imports, load_all
 
@@ -85,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DiffnasError as exc:
-        # escaped: messages quote config values such as `exclude_ops: [none]`, not markup
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(console, str(exc))
+        return 2
+    except OSError as exc:  # the file system said no: full disk, permissions, a file in the way
+        _error(console, os_error_message(exc))
         return 2
     except KeyboardInterrupt:
         console.print(

@@ -8,6 +8,7 @@ part's own `Params` dataclass.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -338,13 +339,25 @@ def preset_names() -> list[str]:
     return sorted(names)
 
 
+def read_text_file(path: Path, what: str, error: type[Exception]) -> str:
+    """A UTF-8 text file's content, or `error` naming the file and why it cannot be read."""
+    if path.is_dir():
+        raise error(f"{what} '{path}' is a directory; give the file inside it")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} '{path}' is not a UTF-8 text file (binary data?)") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
+
+
 def _read_yaml(source: str) -> dict[str, Any]:
     """Read a YAML file, or a packaged preset by name (e.g. 'darts' or 'protocols/cpu1h')."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise ConfigError(f"config file '{source}' does not exist")
-        text = path.read_text()
+        text = read_text_file(path, "config file", ConfigError)
     else:
         preset = resources.files("diffnas") / "configs" / f"{source}.yaml"
         if not preset.is_file():
@@ -356,7 +369,11 @@ def _read_yaml(source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config '{source}' is not valid YAML: {exc}") from None
+        # one line: YAML's message spans several, with a drawing of the bad spot
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config '{source}' is not valid YAML: {detail}") from None
+    except RecursionError:
+        raise ConfigError(f"config '{source}' is nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -432,6 +449,18 @@ def merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[st
     for key, value in over.items():
         where = f"{path}.{key}" if path else str(key)
         old = out.get(key)
+        scalar_old = old is not None and not isinstance(old, dict)
+        if scalar_old and isinstance(value, dict) and "name" not in value:
+            # e.g. `space: [..]` in a file and `--set space.channels=8`: replacing the list
+            # would silently drop it, merging into it is impossible
+            first = next(iter(value), "")
+            example = (
+                f", e.g. {where}: {{name: {old}, {first}: ...}}" if isinstance(old, str) else ""
+            )
+            raise ConfigError(
+                f"'{where}' is {old!r} (a {type(old).__name__}) in an earlier config layer, so "
+                f"'{where}.{first}' cannot be merged into it; write '{where}' as a mapping{example}"
+            )
         if where == "search" and isinstance(value, dict):
             old = old if isinstance(old, dict) else {}
             value = _scale_epochs(old, value)
@@ -460,7 +489,10 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML: {exc}") from None
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"override '{text}': value is not valid YAML: {detail}") from None
+    except RecursionError:
+        raise ConfigError(f"override '{text}': value is nested too deeply") from None
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")
@@ -494,11 +526,148 @@ def check_device(name: str) -> str:
     raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{name}'")
 
 
+# upper bounds that no real search comes near; beyond them a typo (an extra 0, `10^23`)
+MAX_EPOCHS = 10_000
+MAX_ARCH_LR = 1.0  # Adam moves each α by about arch_lr per step: above 1, α runs off
+MAX_CHANNELS = 65_536
+MAX_LAYERS = 500
+MAX_NODES = 64
+MAX_EDGES = 2_000  # mixed edges of the whole supernet: 18x DARTS's
+MAX_INT = 2**53  # larger integers are not exact as floats and overflow torch's int64 seeds
+
+
+def _check_types(config: Any) -> None:
+    """Re-read a config dataclass through the strict loader: a `Config` built in Python (or
+    changed after loading) gets the same type checks as one read from YAML."""
+    from_dict(type(config), to_dict(config))
+
+
+def _check_numbers(obj: Any, where: str = "") -> None:
+    """No NaN/inf floats and no integer beyond MAX_INT anywhere in the config."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _check_numbers(getattr(obj, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(obj, PartSpec):
+        _check_numbers(obj.params, where)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            _check_numbers(v, f"{where}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{where} must be a finite number, got {obj}")
+    elif isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) > MAX_INT:
+        raise ConfigError(f"{where} = {obj} is out of range (at most {MAX_INT:.0e} in size)")
+
+
+def _at_least(value: float | None, low: float, where: str, hint: str = "") -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{where} must be at least {low}{hint}, got {value}")
+
+
+def supernet_edges(sp: SpaceConfig) -> int:
+    """Mixed edges of the supernet (cells x edges per cell) of the built-in spaces; 0 else."""
+    if sp.name == "darts":
+        cells = len(sp.cells) if sp.cells else (sp.layers or 8)
+        return cells * sp.nodes * (sp.nodes + 3) // 2
+    if sp.name == "nb201":
+        return 3 * (sp.layers or 5) * 6
+    return 0
+
+
+def check_values(config: Config) -> None:
+    """Range checks of a search config that need no registry (each names key, value, fix)."""
+    sp, net, d, s = config.space, config.supernet, config.data, config.search
+    _at_least(sp.channels, 1, "space.channels", " (initial channels C)")
+    _at_least(sp.layers, 1, "space.layers", " (cells; null = the space's default)")
+    _at_least(sp.nodes, 1, "space.nodes", " (intermediate nodes per cell)")
+    _at_least(sp.stem_multiplier, 1, "space.stem_multiplier")
+    # even the supernet's Python objects (modules per cell, edge and op) would exhaust memory
+    # beyond these; the memory check (dry-run, preflight) covers sizes within them
+    for key, value, most, note in (
+        ("channels", sp.channels, MAX_CHANNELS, "DARTS searches with 16"),
+        ("layers", sp.layers, MAX_LAYERS, "DARTS searches with 8 cells"),
+        ("nodes", sp.nodes, MAX_NODES, "DARTS cells have 4"),
+        ("stem_multiplier", sp.stem_multiplier, 64, "DARTS uses 3"),
+    ):
+        if value is not None and value > most:
+            raise ConfigError(f"space.{key} must be at most {most} ({note}), got {value}")
+    edges = supernet_edges(sp)
+    if edges > MAX_EDGES:
+        raise ConfigError(
+            f"space.layers={sp.layers} with space.nodes={sp.nodes} gives the {sp.name} supernet "
+            f"{edges:,} mixed edges, more than {MAX_EDGES:,} (DARTS: 8 cells x 14 = 112); "
+            f"lower space.layers or space.nodes"
+        )
+    if config.threads is not None:
+        _at_least(config.threads, 1, "threads", " (null = PyTorch's default)")
+    if not 0 <= config.seed < 2**63:
+        raise ConfigError(f"seed must be in [0, 2^63), got {config.seed}")
+    _at_least(net.partial_channels, 1, "supernet.partial_channels", " (1 = off)")
+    k = net.partial_channels
+    if k > 1 and (k > sp.channels or sp.channels % k):
+        raise ConfigError(
+            f"supernet.partial_channels={k} must divide space.channels={sp.channels} (the "
+            f"mixed op sees C/K channels); e.g. --set supernet.partial_channels="
+            f"{max(v for v in range(1, min(k, sp.channels) + 1) if sp.channels % v == 0)}"
+        )
+    _at_least(d.batch_size, 1, "data.batch_size")
+    _at_least(d.resolution, 4, "data.resolution", " (null = native)")
+    _at_least(d.augment.crop_padding, 0, "data.augment.crop_padding")
+    _at_least(d.augment.cutout, 0, "data.augment.cutout")
+    if d.train_portion is not None and not 0.0 < d.train_portion < 1.0:
+        raise ConfigError(
+            f"data.train_portion must be between 0 and 1 (exclusive), got {d.train_portion}"
+        )
+    if not 0.0 < d.subset <= 1.0:
+        raise ConfigError(f"data.subset must be in (0, 1], got {d.subset}")
+    if not 1 <= s.epochs <= MAX_EPOCHS:
+        raise ConfigError(f"search.epochs must be in 1..{MAX_EPOCHS}, got {s.epochs}")
+    if s.w_lr <= 0:
+        raise ConfigError(f"search.w_lr must be > 0 (the weights' SGD step), got {s.w_lr}")
+    _at_least(s.w_lr_min, 0.0, "search.w_lr_min")
+    if not 0.0 <= s.w_momentum < 1.0:
+        raise ConfigError(f"search.w_momentum must be in [0, 1), got {s.w_momentum}")
+    _at_least(s.w_weight_decay, 0.0, "search.w_weight_decay")
+    _at_least(s.arch_weight_decay, 0.0, "search.arch_weight_decay")
+    _at_least(s.grad_clip, 0.0, "search.grad_clip", " (0 = no clipping)")
+    if not 0.0 <= s.arch_lr <= MAX_ARCH_LR:
+        raise ConfigError(
+            f"search.arch_lr must be in [0, {MAX_ARCH_LR:g}] (Adam moves each α by about "
+            f"arch_lr per step; DARTS uses 3e-4), got {s.arch_lr}"
+        )
+    if len(s.arch_betas) != 2 or not all(0.0 <= b < 1.0 for b in s.arch_betas):
+        raise ConfigError(
+            f"search.arch_betas must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. "
+            f"[0.5, 0.999], got {s.arch_betas}"
+        )
+    _at_least(s.warmup_epochs, 0, "search.warmup_epochs")
+    if s.warmup_epochs and s.warmup_epochs >= s.epochs:
+        raise ConfigError(
+            f"search.warmup_epochs={s.warmup_epochs} leaves no epoch of the "
+            f"{s.epochs} (search.epochs) for architecture steps; set search.warmup_epochs "
+            f"below {s.epochs}"
+        )
+    _at_least(config.checkpoint.every_s, 0.0, "checkpoint.every_s")
+    _at_least(config.checkpoint.every_steps, 0, "checkpoint.every_steps", " (0 = off)")
+    check_device(config.device)
+
+
 def validate(config: Config) -> None:
-    """Checks that need the registries: part names and part parameters."""
+    """Every check of a search config: types, numbers, ranges, part names and parameters.
+
+    `load_config` runs it, and so does every run entry point (a `Config` built or changed in
+    Python gets the same checks).
+    """
     from diffnas import plugins, registry
 
-    plugins.load_all(config.imports)
+    if not isinstance(config, Config):
+        raise ConfigError(f"expected a diffnas Config, got {type(config).__name__}")
+    _check_types(config)
+    _check_numbers(config)
+    plugins.load_all(config.imports)  # a plugin may register the space or parts named below
+    check_values(config)
     # building the space checks its own keys (op names, darts `cells` against `layers`)
     registry.SPACES.get(config.space.name)(config.space)
     registry.DATASETS.get(config.data.dataset)
@@ -516,27 +685,13 @@ def validate(config: Config) -> None:
     for reg, spec, where in checks:
         part_cls = reg.get(spec.name)
         build_params(getattr(part_cls, "Params", None), spec.params, f"{where} ({spec.name})")
-    if config.search.epochs < 1:
-        raise ConfigError(f"search.epochs must be at least 1, got {config.search.epochs}")
     if config.search.w_nesterov and not config.search.w_momentum > 0:
         raise ConfigError(
             f"search.w_nesterov needs search.w_momentum > 0, got {config.search.w_momentum}; "
             f"set a momentum or w_nesterov: false"
         )
-    if config.data.batch_size < 1:
-        raise ConfigError(f"data.batch_size must be at least 1, got {config.data.batch_size}")
-    tp = config.data.train_portion
-    if tp is not None and not 0.0 < tp < 1.0:
-        raise ConfigError(f"data.train_portion must be between 0 and 1 (exclusive), got {tp}")
-    if not 0.0 < config.data.subset <= 1.0:
-        raise ConfigError(f"data.subset must be in (0, 1], got {config.data.subset}")
-    check_device(config.device)
     validate_netsearch(config.netsearch)
     validate_log(config.log.loggers, config.log.every_steps)
-    if config.supernet.partial_channels < 1:
-        raise ConfigError(
-            f"supernet.partial_channels must be >= 1 (1 = off), got {config.supernet.partial_channels}"
-        )
 
 
 def validate_log(loggers: list[str], every_steps: int) -> None:

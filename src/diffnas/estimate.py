@@ -1,18 +1,31 @@
 """Before a search: expected peak memory and time per epoch, measured by a short probe.
 
-The probe builds the run (data, supernet, optimizers) and takes a few search steps (an
-architecture step and a weight step each) on slices of one batch at two small batch
-sizes. Per step it records the time and the bytes of every tensor autograd keeps for
-the backward pass (the activations, which dominate a supernet's memory). Both grow
-linearly with the batch size, so two probe sizes give the line, extrapolated to the
-configured batch. Expected peak resident memory = what the process holds with the run
-built + weight gradients and optimizer state + the activations times
-`BACKWARD_FACTOR` (the backward pass holds activation gradients next to the
-activations; calibrated against the peaks `diffnas bench speed` measured).
+Two probes, the first never building what it warns about:
+
+1. The scaled probe (`scaled_estimate`) builds the supernet at a few small channel counts
+   (at most three multiples of 4·partial_channels) on a few images at a resolution of at
+   most 32, takes one search step at two tiny batch sizes for each, and extrapolates
+   analytically: parameters are a quadratic in the channel count C (every conv weight is
+   C_in·C_out), the tensors kept for backward are linear in C, in the batch size and in the
+   pixel count, and the dataset's bytes grow with the pixel count. It needs memory of the
+   order of the smallest supernet, whatever the configured size.
+2. When the scaled estimate fits, the full probe builds the run (data, supernet, optimizers)
+   and takes a few search steps (an architecture step and a weight step each) on slices of
+   one batch at two small batch sizes. Per step it records the time and the bytes of every
+   tensor autograd keeps for the backward pass (the activations, which dominate a
+   supernet's memory). Both grow linearly with the batch size, so two probe sizes give the
+   line, extrapolated to the configured batch.
+
+Expected peak resident memory = what the process holds with the run built + weight
+gradients and optimizer state + the activations times `BACKWARD_FACTOR` (the backward pass
+holds activation gradients next to the activations; calibrated against the peaks
+`diffnas bench speed` measured). `search()` runs the scaled probe before a run that is
+larger than the built-in digits search (`needs_preflight`) and refuses one that would not fit.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import resource
@@ -22,7 +35,7 @@ from typing import Any
 
 import torch
 
-from diffnas.config import Config
+from diffnas.config import Config, validate
 from diffnas.errors import ResourceError
 
 # peak - (process with the run built) = 1.60 x activations for nb201 and 1.25 x for darts
@@ -44,6 +57,8 @@ class Estimate:
     peak_mb: float
     available_mb: float
     device: str
+    # from the scaled probe (small channel counts, extrapolated): no time measured
+    scaled: bool = False
 
     @property
     def fits(self) -> bool:
@@ -62,10 +77,16 @@ class Estimate:
 
     def report(self) -> str:
         where = "GPU memory" if self.device == "cuda" else "memory"
+        timing = (
+            "time per step not measured: the scaled probe (small channel counts, "
+            "extrapolated) found that the run would not fit, so it was not built"
+            if self.scaled
+            else f"expected time per step {self.step_s:.2f} s, per epoch {_duration(self.epoch_s)}"
+        )
         lines = [
             f"batch size {self.batch_size}, {self.steps_per_epoch} steps per epoch "
             f"(an architecture step with every weight step), device {self.device}",
-            f"expected time per step {self.step_s:.2f} s, per epoch {_duration(self.epoch_s)}",
+            timing,
             f"expected peak {where} {self.peak_mb:,.0f} MB = run, weights, gradients and "
             f"optimizer state {self.base_mb:,.0f} MB + activations "
             f"{self.activation_mb:,.0f} MB x {BACKWARD_FACTOR} (backward)",
@@ -174,10 +195,151 @@ def _probe_step(s: Any, batch: tuple[torch.Tensor, torch.Tensor], val: Any) -> t
     return time.perf_counter() - start, peak
 
 
-def estimate(config: Config, probe_sizes: tuple[int, int] = (8, 16), repeats: int = 2) -> Estimate:
-    """Probe the configured search (no run directory is written) and extrapolate."""
+# the built-in digits search (C=16, 8 cells, batch 64, 8x8 images) needs under 1 GB: runs
+# up to this size skip the preflight probe (C x cells x batch x pixels)
+PREFLIGHT_SIZE = 16 * 8 * 64 * 8 * 8
+NATIVE_SIZE = {"digits": 8, "cifar10": 32, "cifar100": 32, "synthetic": 32}
+PROBE_RESOLUTION = 32  # the scaled probe's largest image side
+PROBE_BATCH = 2  # >= 2: BatchNorm needs two values per channel in training
+
+
+def _cells(config: Config) -> int:
+    from diffnas.spaces import get_space
+
+    space = get_space(config.space)
+    if config.space.name == "nb201":
+        return 3 * space.layers + 2
+    return len(config.space.cells) if config.space.cells else space.layers
+
+
+def needs_preflight(config: Config) -> bool:
+    """Whether the run is larger than the built-in digits search (which fits anywhere)."""
+    side = config.data.resolution or NATIVE_SIZE.get(config.data.dataset)
+    if side is None:  # e.g. an ImageFolder: its image size is unknown before loading it
+        return True
+    size = config.space.channels * _cells(config) * config.data.batch_size * side * side
+    return size > PREFLIGHT_SIZE
+
+
+def probe_channels(config: Config) -> list[int]:
+    """The scaled probe's channel counts: the run's own when it is that small already."""
+    c, k = config.space.channels, config.supernet.partial_channels
+    unit = math.lcm(k, 4)
+    return [c] if c <= 2 * unit else [unit, 2 * unit]
+
+
+def parameter_mb(config: Config, in_channels: int, num_classes: int, input_size: int) -> float:
+    """MB of the configured supernet's weights and α, counted on the meta device (no
+    memory is allocated, whatever the size)."""
+    from diffnas.spaces import get_space
+
+    space = get_space(config.space)
+    with torch.device("meta"):
+        model = space.build_supernet(config.supernet, in_channels, num_classes, input_size)
+    n = sum(p.numel() * p.element_size() for p in model.parameters())
+    n += sum(4 * math.prod(spec.shape) for spec in model.arch_specs.values())
+    return n / 2**20
+
+
+def scaled_estimate(config: Config) -> Estimate:
+    """Expected peak memory of the configured search from supernets of small channel counts
+    on a few small images, extrapolated (see the module docstring). Allocates nothing of the
+    configured size and loads the dataset at its own resolution only."""
+    from diffnas.data.datasets import Dataset, ImageSet, load_dataset
+    from diffnas.data.transforms import resize
     from diffnas.search import Searcher
 
+    validate(config)
+    d = config.data
+    raw = load_dataset(d.dataset, d.root, d.cache_dir)
+    native = raw.input_size
+    side = d.resolution or native
+    res = min(side, PROBE_RESOLUTION)
+    pixels = (side / res) ** 2  # kept tensors grow with the pixel count
+
+    def few(images: ImageSet, n: int) -> ImageSet:
+        return ImageSet(resize(images.images[:n], res), images.labels[:n])
+
+    probe_data = Dataset(
+        raw.name, raw.label, few(raw.train, 16), few(raw.test, 4), raw.classes,
+        crop_padding=min(raw.crop_padding, res // 8), flip=raw.flip,
+    )  # fmt: skip
+    # the run holds the dataset at its resolution, and copies of the search split
+    scale = (side / native) ** 2
+    data_bytes = raw.train.images.numel() + raw.test.images.numel()
+    data_mb = (data_bytes * (scale - 1) + raw.train.images.numel() * d.subset * scale) / 2**20
+    n_train = len(raw.train)
+    param_mb = parameter_mb(config, raw.in_channels, raw.num_classes, side)
+    process_mb = rss_mb()  # with the dataset at its native resolution
+    del raw
+
+    # kept tensors per sample (the batch-independent part included: an upper bound), which
+    # are linear in the channel count: measured at one or two small counts
+    channels = probe_channels(config)
+    per_sample: list[float] = []
+    device = torch.device("cpu")
+    portion = 0.5
+    for c in channels:
+        cfg = copy.deepcopy(config)
+        cfg.space.channels = c
+        cfg.data.subset, cfg.data.resolution, cfg.data.train_portion = 1.0, None, 0.5
+        cfg.data.batch_size = PROBE_BATCH
+        cfg.data.augment.crop_padding = None
+        s = Searcher(cfg, dataset=probe_data)
+        device = s.device
+        portion = config.data.train_portion or s.schedule.train_portion
+        train = next(iter(s.data.train.epoch(0)))
+        torch.manual_seed(config.seed)
+        _, kept = _probe_step(s, train, s.val_stream.next())
+        per_sample.append(kept / PROBE_BATCH)
+        del s
+    c, b = config.space.channels, d.batch_size
+    if len(channels) == 1:
+        sample_mb = per_sample[0]
+    else:
+        (c0, c1), (y0, y1) = channels, per_sample
+        sample_mb = y0 + max((y1 - y0) / (c1 - c0), 0.0) * (c - c0)
+    sample_mb *= pixels
+    activation = sample_mb * b
+    if device.type == "cuda":
+        base = 3 * param_mb  # weights, their gradients and momentum buffers
+    else:  # + the process with its data
+        base = process_mb + max(data_mb, 0.0) + 3 * param_mb
+    perm = max(2, round(d.subset * n_train))
+    steps = round(portion * perm) // b
+    return Estimate(
+        batch_size=b,
+        steps_per_epoch=steps,
+        step_s=math.nan,
+        epoch_s=math.nan,
+        base_mb=base,
+        activation_mb=activation,
+        per_sample_mb=sample_mb,
+        peak_mb=base + BACKWARD_FACTOR * activation,
+        available_mb=available_mb(device),
+        device=device.type,
+        scaled=True,
+    )
+
+
+def preflight(config: Config) -> None:
+    """Refuse a run whose expected peak memory exceeds what is available (scaled probe)."""
+    if needs_preflight(config):
+        scaled_estimate(config).check()
+
+
+def estimate(config: Config, probe_sizes: tuple[int, int] = (8, 16), repeats: int = 2) -> Estimate:
+    """Probe the configured search (no run directory is written) and extrapolate.
+
+    The scaled probe comes first: a run that would not fit is never built; one that fits is
+    built and probed for its time per step and a measured memory estimate.
+    """
+    from diffnas.search import Searcher
+
+    validate(config)
+    scaled = scaled_estimate(config)
+    if not scaled.fits:
+        return scaled
     s = Searcher(config)
     built = rss_mb()  # before the probe: what it allocates and frees is not the run's
     param_mb = sum(p.numel() * p.element_size() for p in s.model.parameters()) / 2**20

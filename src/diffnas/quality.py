@@ -17,7 +17,6 @@ import math
 import multiprocessing
 import os
 import statistics
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -165,6 +164,7 @@ def plan(
         for m in methods:
             cfg = resolve_config(m, protocol, seed, extra, threads)
             job = Job(m.label, seed, run_dir_for(out, m.label, seed), to_dict(cfg))
+            check_same_settings(job)
             (result.skipped if is_finished(job.run_dir) else result.jobs).append(job)
     return result
 
@@ -192,6 +192,60 @@ def _bench_run_dir(entries: list[str]) -> bool:
     from diffnas.run import RunDir
 
     return bool({BENCH_FILE, BENCH_ERROR, RunDir.CHECKPOINT} & set(entries))
+
+
+# keys that do not change a run's result: a rerun may change them freely
+NEUTRAL_KEYS = ("threads", "out", "log", "checkpoint", "data.cache_dir")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def settings_differences(wanted: dict[str, Any], run_dir: Path) -> list[str]:
+    """`key: run's value -> wanted value` for each setting in which the run directory's
+    resolved config differs from `wanted` (NEUTRAL_KEYS left out); [] when they agree."""
+    from diffnas.run import RunDir
+
+    run = RunDir(run_dir)
+    try:
+        have = to_dict(run.load_config())
+    except Exception as exc:  # unreadable, or from another diffnas version
+        return [f"its config.yaml cannot be read ({type(exc).__name__})"]
+    a, b = _flat(have), _flat(wanted)
+    neutral = lambda k: any(k == n or k.startswith(n + ".") for n in NEUTRAL_KEYS)  # noqa: E731
+    return [
+        f"{k}: {a.get(k, '(unset)')!r} there, {b.get(k, '(unset)')!r} now"
+        for k in sorted(set(a) | set(b))
+        if not neutral(k) and a.get(k) != b.get(k)
+    ]
+
+
+def check_same_settings(job: Job) -> None:
+    """Refuse to skip or resume a run that was made with other settings than the job's.
+
+    A finished run is tabled as it is and a checkpointed run resumes with its own config: a
+    rerun with other --epochs or --set would otherwise table old runs as if they matched.
+    A run with neither is started again from scratch (with the job's settings).
+    """
+    from diffnas.run import RunDir
+
+    run = RunDir(job.run_dir)
+    if not (is_finished(job.run_dir) or run.checkpoint_path.exists()):
+        return
+    diffs = settings_differences(job.config, job.run_dir)
+    if diffs:
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise ConfigError(
+            f"'{job.run_dir}' was searched with other settings than this bench asks for: "
+            f"{'; '.join(diffs[:3])}{more}. Give the new settings their own --out, or delete "
+            f"that run directory to search it again"
+        )
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -226,20 +280,13 @@ def run_job(job: Job) -> dict[str, Any]:
     return record
 
 
-def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
-    """Pool initializer: end this worker when the bench process is gone.
+# the bench's workers end with it (a bench killed with SIGTERM/SIGKILL would otherwise leave
+# them searching on, competing with the rerun for the cores; the interrupted run resumes
+# from its checkpoint on the next bench)
+def _exit_with_parent(parent: int) -> None:
+    from diffnas.utils import exit_with_parent  # imports torch: not at module level
 
-    A bench killed with SIGTERM/SIGKILL (not Ctrl-C, which reaches the whole process group)
-    would otherwise leave its workers searching on, competing with the rerun for the cores;
-    the interrupted run resumes from its checkpoint on the next bench.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    exit_with_parent(parent)
 
 
 def execute(

@@ -20,7 +20,7 @@ import yaml
 from torch.func import functional_call
 
 from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
-from diffnas.config import Config, from_dict, load_config, to_dict
+from diffnas.config import Config, from_dict, load_config, to_dict, validate
 from diffnas.data import CyclingStream, SearchData, search_data
 from diffnas.data.datasets import Dataset
 from diffnas.errors import CheckpointError, NumericalError
@@ -38,6 +38,7 @@ from diffnas.utils import (
     seed_everything,
     set_rng_state,
     set_threads,
+    state_mismatch,
 )
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -117,6 +118,8 @@ class Searcher:
     ) -> None:
         """`space`, `data`, `loss`: a user model's space, user data streams, a user loss
         (diffnas.choices, diffnas.data.user); None: from the config, cross-entropy."""
+        if space is None:  # a user model's config names no registered space (diffnas.choices)
+            validate(config)  # a Config built or changed in Python gets the loader's checks
         self.config = config
         self.run = run
         set_threads(config.threads)
@@ -408,13 +411,18 @@ class Searcher:
                 f"checkpoint version {state.get('version')} is not supported by this diffnas "
                 f"(expects {CHECKPOINT_VERSION})"
             )
-        try:
-            self.model.load_state_dict(state["model"])
-            self.arch.load_state_dict(state["arch"])
-            for p, g in zip(self.arch_parameters(), state.get("arch_grads", [])):
-                p.grad = None if g is None else g.to(p.device)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint does not match this run's supernet: {exc}") from None
+        for name, module in (("model", self.model), ("arch", self.arch)):
+            try:
+                module.load_state_dict(state[name])
+            except (RuntimeError, TypeError, AttributeError):
+                raise CheckpointError(
+                    f"checkpoint does not match this run's supernet ({name}: "
+                    f"{state_mismatch(module, state[name])}): the run's config.yaml no longer "
+                    f"describes the network its checkpoint holds; restore config.yaml, or start "
+                    f"a new run"
+                ) from None
+        for p, g in zip(self.arch_parameters(), state.get("arch_grads", [])):
+            p.grad = None if g is None else g.to(p.device)
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         # the learning rates of this config (resume may lower them to recover from a NaN):
@@ -463,7 +471,10 @@ def default_callbacks(config: Config, progress: bool | None = None) -> list[Call
 
 def _as_config(config: Config | dict[str, Any] | str | None, overrides: list[str] | None) -> Config:
     if isinstance(config, Config):
-        return _override(config, overrides) if overrides else config
+        if overrides:
+            return _override(config, overrides)
+        validate(config)  # before the run directory is made
+        return config
     if isinstance(config, dict):
         base = from_dict(Config, config)
         return _override(base, overrides or [])
@@ -521,6 +532,10 @@ def search(
             loss=loss,
         )
     cfg = _as_config(config, overrides)
+    if dataset is None:  # a run larger than the digits default: refuse it if it cannot fit
+        from diffnas.estimate import preflight
+
+        preflight(cfg)
     path = out if out is not None else cfg.out
     run = RunDir.create(cfg, path)
     try:

@@ -1,4 +1,5 @@
-"""Small shared helpers: seeding and RNG state, atomic file writes, device and threads.
+"""Small shared helpers: seeding and RNG state, atomic file writes, device and threads,
+state-dict mismatch summaries, and the worker watcher that ends pool workers with their parent.
 
 Kept free of model code so that every module can import it.
 """
@@ -11,6 +12,8 @@ import os
 import pickle
 import random
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,6 +22,24 @@ import numpy as np
 import torch
 
 from diffnas.errors import CheckpointError, ConfigError
+
+
+def exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Process-pool initializer: end this worker when the process that started it is gone.
+
+    A parent killed with SIGKILL (or SIGTERM, or by the OOM killer) cannot shut its pool
+    down, and Ctrl-C reaches only its process group: without this, spawned workers train on,
+    holding memory and cores, and keep multiprocessing's resource tracker alive. A daemon
+    thread polls the parent id; on reparenting the worker exits at once (os._exit: nothing
+    of a half-done task is written).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def seed_everything(seed: int) -> None:
@@ -187,6 +208,35 @@ def _unreadable(path: Path, why: str) -> CheckpointError:
         f"a training run: `diffnas train {run}/genotype.json --config {run}/config.yaml "
         f"--out {run}`), or start a new run elsewhere."
     )
+
+
+def state_mismatch(module: torch.nn.Module, state: Any) -> str:
+    """One line saying how a state dict differs from `module`'s (counts and a first example),
+    instead of PyTorch's message that lists every key."""
+    if not isinstance(state, dict):
+        return f"the saved state is a {type(state).__name__}, not a state dict"
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [
+        k
+        for k in own
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} of another shape (e.g. '{k}': saved {list(state[k].shape)}, "
+            f"expected {list(own[k].shape)})"
+        )
+    return "tensors " + ", ".join(parts) if parts else "values of another type"
 
 
 def resolve_device(name: str) -> torch.device:

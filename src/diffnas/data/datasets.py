@@ -196,17 +196,28 @@ class _CifarUnpickler(pickle.Unpickler):
         return found
 
 
+_CIFAR_SOURCE = (
+    "download the 'python version' again from https://www.cs.toronto.edu/~kriz/cifar.html"
+)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
-            return _CifarUnpickler(fh, encoding="bytes").load()
+            data = _CifarUnpickler(fh, encoding="bytes").load()
     except FileNotFoundError:
         raise DatasetError(f"missing CIFAR file '{path}'") from None
     except Exception as exc:
         raise DatasetError(
             f"CIFAR file '{path}' is corrupt or not in the official python format ({exc}); "
-            f"download the 'python version' again from https://www.cs.toronto.edu/~kriz/cifar.html"
+            f"{_CIFAR_SOURCE}"
         ) from None
+    if not isinstance(data, dict):
+        raise DatasetError(
+            f"CIFAR file '{path}' holds a {type(data).__name__}, not the official format's "
+            f"dict of data and labels; {_CIFAR_SOURCE}"
+        )
+    return data
 
 
 def _load_cifar_batches(directory: Path, name: str) -> Dataset:
@@ -220,13 +231,31 @@ def _load_cifar_batches(directory: Path, name: str) -> Dataset:
                 raise DatasetError(
                     f"CIFAR file '{directory / f}' lacks 'data' or labels: not a {pretty} batch"
                 )
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[label_key], dtype=np.int64))
+            try:
+                x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise DatasetError(
+                    f"CIFAR file '{directory / f}' does not hold 32x32 RGB images with one "
+                    f"label each ({exc}); {_CIFAR_SOURCE}"
+                ) from None
+            if len(x) != len(y):
+                raise DatasetError(
+                    f"CIFAR file '{directory / f}' has {len(x)} images but {len(y)} labels; "
+                    f"{_CIFAR_SOURCE}"
+                )
+            xs.append(x)
+            ys.append(y)
         return ImageSet(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
 
     meta_path = directory / meta_file
     if meta_path.exists():
-        classes = [c.decode() for c in _unpickle(meta_path)[names_key]]
+        names = _unpickle(meta_path).get(names_key)
+        if not isinstance(names, list) or not all(isinstance(c, bytes) for c in names):
+            raise DatasetError(
+                f"CIFAR file '{meta_path}' lacks the class names ({names_key!r}); {_CIFAR_SOURCE}"
+            )
+        classes = [c.decode(errors="replace") for c in names]
     else:
         classes = [str(i) for i in range(10 if name == "cifar10" else 100)]
     return Dataset(
@@ -328,6 +357,11 @@ def _decode(name: str, data: bytes, size: tuple[int, int] | None) -> np.ndarray:
             if size is not None and img.size != size:
                 img = img.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(
+            f"'{name}' is too large to decode safely ({exc}); resize it or remove it from the "
+            f"ImageFolder tree"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DatasetError(
             f"'{name}' is not an image PIL can read ({exc}); remove it from the ImageFolder tree"

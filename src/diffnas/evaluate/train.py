@@ -35,6 +35,7 @@ from diffnas.utils import (
     seed_everything,
     set_rng_state,
     set_threads,
+    state_mismatch,
 )
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -356,8 +357,12 @@ class Trainer:
             )
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint does not match this run's network: {exc}") from None
+        except (RuntimeError, TypeError, AttributeError):
+            raise CheckpointError(
+                f"checkpoint does not match this run's network "
+                f"({state_mismatch(self.model, state['model'])}); restore the run's "
+                f"config.yaml, or start a new run"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         for g in self.optimizer.param_groups:  # this config's lr (resume may lower it)
             g["lr"] = self.lr_at(state["epoch"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from diffnas.errors import ConfigError, DiffnasError
+from diffnas.utils import exit_with_parent
 
 Task = dict[str, Any]
 Result = dict[str, Any]
@@ -64,11 +65,16 @@ class SerialExecutor(Executor):
 
 
 class ProcessExecutor(Executor):
-    """A spawn process pool (no fork of a torch process), kept for every generation."""
+    """A spawn process pool (no fork of a torch process), kept for every generation.
 
-    def __init__(self, workers: int) -> None:
+    Its workers end with the process that started them (`exit_with_parent`, checked every
+    `watch_s` seconds): a netsearch killed with SIGKILL leaves no worker training on.
+    """
+
+    def __init__(self, workers: int, watch_s: float = 1.0) -> None:
         super().__init__(workers)
         self.pool: Any = None
+        self.watch_s = watch_s
 
     def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
         if not tasks:  # everything cached (a resumed run): no workers to start
@@ -79,7 +85,12 @@ class ProcessExecutor(Executor):
 
         if self.pool is None:
             ctx = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=exit_with_parent,
+                initargs=(os.getpid(), self.watch_s),
+            )
         futures = [self.pool.submit(fn, t) for t in tasks]
         try:
             for future in as_completed(futures):

@@ -13,6 +13,11 @@ def load_genotype(source: str | Path) -> Genotype:
     from diffnas.spaces.nb201 import from_nb201_string
 
     text = str(source)
+    if not text.strip():
+        raise GenotypeError(
+            "empty genotype argument: give a genotype file, a run directory, a zoo name or an "
+            "NB201 string"
+        )
     path = Path(text)
     if path.is_dir():
         from diffnas.plugins import load_for_run

@@ -149,6 +149,44 @@ class DartsSpace(Space):
                     f"{where}: wrong node count: nodes {missing} have no incoming edge "
                     f"(nodes must be numbered 2..{last} without gaps)"
                 )
+            nodes = last - 1
+            # a cell from a search with space.nodes=N says so with concat [2, .., N+1]
+            declared = self.cfg.nodes if cell.concat is None else max(cell.concat, default=1) - 1
+            if nodes != declared:
+                raise GenotypeError(
+                    f"{where}: {nodes} intermediate nodes (2..{last}) but "
+                    + (
+                        f"the darts cell has {declared} (2..{declared + 1}); a cell with "
+                        f'{nodes} nodes lists them in concat, e.g. "concat": '
+                        f"{list(range(2, last + 1))}"
+                        if cell.concat is None
+                        else f"its concat {list(cell.concat)} ends at node {declared + 1}"
+                    )
+                )
+            for j in range(2, last + 1):
+                srcs = [e.src for e in cell.edges if e.dst == j]
+                if len(set(srcs)) != len(srcs):
+                    raise GenotypeError(
+                        f"{where}: node {j} has the edge from node "
+                        f"{next(x for x in srcs if srcs.count(x) > 1)} twice; each node takes "
+                        f"{self.edges_per_node} inputs from different nodes"
+                    )
+                # FairDARTS's threshold derivation keeps single-input nodes; its cells (like
+                # every derived cell) carry concat. A cell without concat is in the DARTS
+                # paper's format: exactly two inputs per node.
+                low = 1 if cell.concat is not None else self.edges_per_node
+                if not low <= len(srcs) <= self.edges_per_node:
+                    raise GenotypeError(
+                        f"{where}: node {j} has {len(srcs)} input(s) {sorted(srcs)}; a darts "
+                        f"node takes {self.edges_per_node} from different earlier nodes"
+                        + (" (1 only in a cell with a concat list)" if low > 1 else "")
+                    )
+            dst_order = [e.dst for e in cell.edges]
+            if dst_order != sorted(dst_order):
+                raise GenotypeError(
+                    f"{where}: list the edges in the order of their destination node "
+                    f"(node 2's first), got destinations {dst_order}"
+                )
             if cell.concat is not None and any(c < 0 or c > last for c in cell.concat):
                 raise GenotypeError(
                     f"{where}: concat {list(cell.concat)} names a node outside 0..{last}"

@@ -172,6 +172,9 @@ class Genotype:
         if not isinstance(cells_raw, list) or not cells_raw:
             raise GenotypeError(f"{source}: 'cells' must be a non-empty list")
         cells = [_parse_cell(c, f"{source}: cells[{i}]") for i, c in enumerate(cells_raw)]
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise GenotypeError(f"{source}: 'name' must be a string, got {name!r}")
         info = data.get("info") or {}
         if not isinstance(info, dict):
             raise GenotypeError(f"{source}: 'info' must be an object")
@@ -180,17 +183,22 @@ class Genotype:
             if data.get("network") is not None
             else None
         )
-        return Genotype(data["space"], tuple(cells), data.get("name"), info, network)
+        return Genotype(data["space"], tuple(cells), name, info, network)
 
     @staticmethod
     def load(path: str | Path) -> Genotype:
         path = Path(path)
         if not path.exists():
             raise GenotypeError(f"genotype file '{path}' does not exist")
+        from diffnas.config import read_text_file
+
+        text = read_text_file(path, "genotype file", GenotypeError)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GenotypeError(f"genotype file '{path}' is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise GenotypeError(f"genotype file '{path}' is nested too deeply") from None
         return Genotype.from_json(data, source=str(path))
 
 
@@ -206,7 +214,7 @@ def _parse_cell(raw: Any, where: str) -> CellGenotype:
     if cell_type not in CELL_TYPES:
         raise GenotypeError(f"{where}: type must be one of {CELL_TYPES}, got {cell_type!r}")
     stage = raw.get("stage")
-    if stage is not None and (not isinstance(stage, int) or stage < 0):
+    if stage is not None and (not isinstance(stage, int) or isinstance(stage, bool) or stage < 0):
         raise GenotypeError(f"{where}: stage must be null or a non-negative integer, got {stage!r}")
     edges_raw = raw.get("edges")
     if not isinstance(edges_raw, list) or not edges_raw:
@@ -222,13 +230,17 @@ def _parse_cell(raw: Any, where: str) -> CellGenotype:
             raise GenotypeError(
                 f"{where}.edges[{j}]: expected [op, from, to] or [op, from, to, skip_fraction], got {e!r}"
             )
+        if len(e) == 4 and (isinstance(e[3], bool) or not isinstance(e[3], int | float)):
+            raise GenotypeError(f"{where}.edges[{j}]: skip fraction must be a number, got {e[3]!r}")
         s = float(e[3]) if len(e) == 4 else 0.0
         if not 0.0 <= s <= 1.0:
             raise GenotypeError(f"{where}.edges[{j}]: skip fraction must be in [0, 1], got {s}")
         edges.append(Edge(e[0], e[1], e[2], s))
     concat = raw.get("concat")
     if concat is not None:
-        if not isinstance(concat, list) or not all(isinstance(v, int) for v in concat):
+        if not isinstance(concat, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in concat
+        ):
             raise GenotypeError(f"{where}: concat must be a list of node indices")
         concat = tuple(concat)
     return CellGenotype(cell_type, tuple(edges), stage, concat)

@@ -52,7 +52,7 @@ def from_nb201_string(text: str) -> Genotype:
             )
         for item in items:
             op, _, src = item.partition("~")
-            if not src.isdigit():
+            if not (src.isascii() and src.isdigit()):
                 raise GenotypeError(f"NB201 string '{text}': '{item}' should look like op~input")
             edges.append(Edge(op, int(src), dst))
     genotype = Genotype("nb201", (CellGenotype("normal", tuple(edges), None),))

@@ -213,23 +213,52 @@ def test_user_op_through_import_survives_search_derive_train_export(
     assert "gelu_conv_3x3" in (search / "genotype.json").read_text()
     assert str(PLUGIN.resolve()) in (search / "config.yaml").read_text()
 
-    _forget_plugin(monkeypatch)  # a new process: the run's config.yaml brings the plugin
-    assert main(["derive", str(search)]) == 0
+    capsys.readouterr()
+    # a new process: the run's config.yaml names the plugin, but a file never imports code
+    _forget_plugin(monkeypatch)
+    assert main(["derive", str(search)]) == 2
+    err = capsys.readouterr().err
+    assert f"names the plugin '{PLUGIN.resolve()}'" in err and "--import" in err
+    _forget_plugin(monkeypatch)
+    assert main(["--import", str(PLUGIN), "derive", str(search)]) == 0
     assert "gelu_conv_3x3" in capsys.readouterr().out
     _forget_plugin(monkeypatch)
     argv = ["train", str(search), "--epochs", "1", "--out", str(train), "--no-progress"]
-    assert main([*argv, "--layers", "2", "--channels", "4", *sets]) == 0
+    argv += ["--layers", "2", "--channels", "4"]
+    assert main(["--import", str(PLUGIN), *argv, *sets]) == 0
     _forget_plugin(monkeypatch)
-    assert main(["export", str(train), "--format", "torchscript"]) == 0
+    assert main(["--import", str(PLUGIN), "export", str(train), "--format", "torchscript"]) == 0
     assert "ok" in capsys.readouterr().out
 
-    # the plugin gone: a clear error naming it and the fix
+    # the plugin moved: a clear error naming it and the fix
     _forget_plugin(monkeypatch)
-    text = (search / "config.yaml").read_text().replace(str(PLUGIN.resolve()), "/nowhere/gone.py")
-    (search / "config.yaml").write_text(text)
-    assert main(["derive", str(search)]) == 2
+    assert main(["--import", "/nowhere/gone.py", "derive", str(search)]) == 2
     err = capsys.readouterr().err
-    assert "cannot import the plugin '/nowhere/gone.py'" in err and "install it again" in err
+    assert "cannot import the plugin '/nowhere/gone.py'" in err and "check the path" in err
+
+
+def test_a_run_directory_never_imports_the_code_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.yaml naming a planted .py: derive and search --config refuse and run nothing."""
+    from diffnas.cli import main
+
+    _forget_plugin(monkeypatch)
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.py"
+    planted.write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    run = tmp_path / "run"
+    argv = ["search", "--space", "nb201", "--epochs", "1", "--no-progress", "--threads", "1"]
+    argv += ["--set", "data.subset=0.05", "--set", "space.channels=4", "--set", "space.layers=1"]
+    assert main([*argv, "--out", str(run)]) == 0
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("imports: []", f"imports: [{planted}]"))
+    assert f"imports: [{planted}]" in config.read_text()
+    assert main(["derive", str(run)]) == 2
+    assert "diffnas does not import code that a file names" in capsys.readouterr().err
+    assert main(["search", "--config", str(config), "--out", str(tmp_path / "again")]) == 2
+    assert "--import" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "again").exists()
 
 
 def test_entry_point_plugins_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,12 +315,13 @@ def test_registered_user_model_from_cli(
     assert main([*argv, "--out", str(run), "--set", "data.batch_size=64"]) == 0
     chosen = json.loads((run / "choices.json").read_text())
     assert set(chosen) == {"block0", "block1", "block2", "head_inputs"}
-    assert main(["derive", str(run)]) == 0
+    assert main(["--import", example, "derive", str(run)]) == 0
     assert f"block0: {chosen['block0']}" in capsys.readouterr().out
-    assert main(["export", str(run), "--format", "torchscript", "--out", str(exp)]) == 0
+    argv = ["--import", example, "export", str(run), "--format", "torchscript"]
+    assert main([*argv, "--out", str(exp)]) == 0
     info = json.loads((exp / "export.json").read_text())
     assert info["input"]["shape"] == ["batch", 1, 64]
-    assert main(["train", str(run), "--epochs", "1"]) == 2
+    assert main(["--import", example, "train", str(run), "--epochs", "1"]) == 2
     assert "is a user model: train it with your own loop" in capsys.readouterr().err
 
 

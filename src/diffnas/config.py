@@ -666,7 +666,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"expected a diffnas Config, got {type(config).__name__}")
     _check_types(config)
     _check_numbers(config)
-    plugins.load_all(config.imports)  # a plugin may register the space or parts named below
+    # a plugin may register the space or parts named below; a config never imports code itself
+    plugins.require(config.imports, "the config (its `imports`)")
     check_values(config)
     # building the space checks its own keys (op names, darts `cells` against `layers`)
     registry.SPACES.get(config.space.name)(config.space)

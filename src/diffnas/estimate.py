@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from diffnas.config import Config, validate
-from diffnas.errors import ResourceError
+from diffnas.errors import ConfigError, ResourceError
 
 # peak - (process with the run built) = 1.60 x activations for nb201 and 1.25 x for darts
 # (C=16, batch 64, measured by `diffnas bench speed`; the backward's transient gradient
@@ -252,6 +252,11 @@ def scaled_estimate(config: Config) -> Estimate:
     validate(config)
     d = config.data
     raw = load_dataset(d.dataset, d.root, d.cache_dir)
+    if not isinstance(raw, Dataset):
+        raise NotImageData(
+            f"the memory estimate probes image datasets; '{d.dataset}' is a user dataset "
+            f"({type(raw).__name__}), so there is no estimate for it: run the search directly"
+        )
     native = raw.input_size
     side = d.resolution or native
     res = min(side, PROBE_RESOLUTION)
@@ -322,10 +327,20 @@ def scaled_estimate(config: Config) -> Estimate:
     )
 
 
+class NotImageData(ConfigError):
+    """The dataset is a user's (diffnas.data.user), not images the probe can scale."""
+
+
 def preflight(config: Config) -> None:
-    """Refuse a run whose expected peak memory exceeds what is available (scaled probe)."""
+    """Refuse a run whose expected peak memory exceeds what is available (scaled probe).
+    A user dataset (any tensors, registered by a plugin) is not probed: its shapes are
+    the user's, and so is the size of the run."""
     if needs_preflight(config):
-        scaled_estimate(config).check()
+        try:
+            est = scaled_estimate(config)
+        except NotImageData:
+            return
+        est.check()
 
 
 def estimate(config: Config, probe_sizes: tuple[int, int] = (8, 16), repeats: int = 2) -> Estimate:

@@ -3,9 +3,11 @@
 A plugin is any Python module (an importable name, or the path of a .py file) whose import
 registers things in diffnas's registries (`SPACES`, `DATASETS`, `RELAXATIONS`, ... and new
 ops through `space_with_ops`). The CLI imports the modules named by `--import MODULE`
-(the `imports` key of a config) and every module of the `diffnas.plugins` entry-point
-group of installed packages. A run directory's config.yaml records the imports, so that
-`diffnas derive/train/export RUN` import them again by themselves.
+and every module of the `diffnas.plugins` entry-point group of installed packages. A run
+directory's config.yaml records the imports (key `imports`), so that `diffnas derive/train/
+export RUN` can say which plugins the run needs; a file never makes diffnas import code: the
+plugins a config or run names must be given again (`--import`, `diffnas.plugins.load`) or be
+installed entry points, else the command stops with an error naming them.
 """
 
 from __future__ import annotations
@@ -103,8 +105,30 @@ def load_entry_points() -> None:
             ) from exc
 
 
+def require(specs: Iterable[str], where: str) -> None:
+    """Check that the plugins a file names (a config's or a run's `imports`) are loaded.
+
+    Reading a config or run directory never imports code: a plugin it names must have been
+    imported by the user (`--import`, `diffnas.plugins.load`, a plain `import` of a module
+    name, or an installed entry point); otherwise a ConfigError names the plugin and the fix.
+    """
+    missing = []
+    for spec in specs:
+        key = canonical(spec)
+        if key in _loaded or (not _is_path(spec) and spec in sys.modules):
+            continue
+        missing.append(spec)
+    if missing:
+        flags = " ".join(f"--import {m}" for m in missing)
+        raise ConfigError(
+            f"{where} names the plugin{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}; diffnas does not import code that a file "
+            f"names: if you trust it, pass {flags} (from Python: diffnas.plugins.load(...) first)"
+        )
+
+
 def load_for_run(path: str | Path) -> None:
-    """Import the plugins a run directory's config.yaml records (key `imports`)."""
+    """Check that the plugins a run directory's config.yaml records are loaded (`require`)."""
     import yaml
 
     config = Path(path) / "config.yaml"
@@ -115,12 +139,8 @@ def load_for_run(path: str | Path) -> None:
     except yaml.YAMLError:
         return  # reported by whoever parses the config
     imports = data.get("imports") if isinstance(data, dict) else None
-    if imports:
-        load_all(
-            imports,
-            f"the run '{path}' was made with it: install it again, or pass --import with "
-            f"its new location",
-        )
+    if isinstance(imports, list) and imports:
+        require([str(i) for i in imports], f"the run '{path}' (its config.yaml)")
 
 
 def with_imports(config: Any) -> Any:

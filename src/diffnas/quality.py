@@ -283,10 +283,10 @@ def run_job(job: Job) -> dict[str, Any]:
 # the bench's workers end with it (a bench killed with SIGTERM/SIGKILL would otherwise leave
 # them searching on, competing with the rerun for the cores; the interrupted run resumes
 # from its checkpoint on the next bench)
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
     from diffnas.utils import exit_with_parent  # imports torch: not at module level
 
-    exit_with_parent(parent)
+    exit_with_parent(parent, poll_s)
 
 
 def execute(

@@ -337,3 +337,26 @@ def test_training_resume_applies_allowed_changes_and_refuses_the_rest(tmp_path, 
     assert main(["train", "--resume", str(run.path), "--batch-size", "8"]) == 2
     assert "data.batch_size" in capsys.readouterr().err
     assert RunDir(run.path).load_config(type(cfg)) == cfg  # nothing was written
+
+
+def test_netsearch_never_writes_into_a_user_directory_and_locks_its_own(tmp_path: Path) -> None:
+    from diffnas.config import load_config
+    from diffnas.network_search.search import netsearch, resume_netsearch
+
+    config = load_config(["darts"], ["data.dataset=digits"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        netsearch(config, out=mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # a network search directory in use (here: a lock this process holds) is refused
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "config.yaml").write_text("method: darts\n")  # an older diffnas's, no marker
+    held = DirLock(ours).acquire()
+    try:
+        with pytest.raises(CheckpointError, match=f"in use by diffnas process {os.getpid()}"):
+            resume_netsearch(ours)
+    finally:
+        held.release()

@@ -33,6 +33,7 @@ from diffnas.network_search.evaluate import (
 )
 from diffnas.network_search.executors import make_executor, resolve_executor
 from diffnas.network_search.genome import Candidate, GenomeSpace, network_genotype
+from diffnas.run import claim_directory
 from diffnas.spaces.genotype import Genotype
 from diffnas.utils import atomic_write_text
 
@@ -416,14 +417,18 @@ def netsearch(
             f"'{path}' already holds a network search; continue it with --resume {path}, or "
             f"choose another --out"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path / "config.yaml", dump_config(config))
-    if from_runs:
-        blocks = [b for src in from_runs for b in load_blocks(src)]
-        save_blocks(
-            path / BLOCKS, blocks[: config.netsearch.top_k] if config.netsearch.top_k else blocks
-        )
-    return _continue(path, config, progress, say)
+    # a directory diffnas did not make is never written into; one writer at a time
+    lock, _ = claim_directory(path, "netsearch", what="network search directory")
+    try:
+        atomic_write_text(path / "config.yaml", dump_config(config))
+        if from_runs:
+            blocks = [b for src in from_runs for b in load_blocks(src)]
+            top_k = config.netsearch.top_k
+            save_blocks(path / BLOCKS, blocks[:top_k] if top_k else blocks)
+        return _continue(path, config, progress, say)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def resume_netsearch(
@@ -434,8 +439,16 @@ def resume_netsearch(
     path = Path(run_dir)
     if not (path / "config.yaml").exists():
         raise CheckpointError(f"'{run_dir}' is not a network search directory (no config.yaml)")
-    config: Config = load_config([str(path / "config.yaml")])
-    return _continue(path, config, progress, log or (lambda _m: None))
+    # locked for the resume; a directory of an older diffnas (no marker) is adopted
+    lock, _ = claim_directory(
+        path, "netsearch", adopt=lambda e: "config.yaml" in e, what="network search directory"
+    )
+    try:
+        config: Config = load_config([str(path / "config.yaml")])
+        return _continue(path, config, progress, log or (lambda _m: None))
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _continue(path: Path, config: Config, progress: bool | None, say: Log) -> NetsearchResult:

@@ -34,7 +34,8 @@ NB201_NO_NONE = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
 def prime_config(space: str = "nb201", epochs: int = 2, **extra: str) -> Any:
-    """The darts_prime preset on the budget of conftest's tiny_config."""
+    """The darts_prime_crb preset (CRB, node BN, no `none`) on the budget of conftest's
+    tiny_config."""
     overrides = [
         f"space.name={space}",
         "space.channels=4",
@@ -46,7 +47,7 @@ def prime_config(space: str = "nb201", epochs: int = 2, **extra: str) -> Any:
         "log.progress=false",
         "threads=1",
     ]
-    return load_config(["darts_prime"], overrides + [f"{k}={v}" for k, v in extra.items()])
+    return load_config(["darts_prime_crb"], overrides + [f"{k}={v}" for k, v in extra.items()])
 
 
 def nb201_space() -> Any:
@@ -170,7 +171,7 @@ def test_node_bn_normalizes_each_intermediate_node_without_parameters() -> None:
         assert torch.allclose(var, torch.ones(3), atol=1e-3)
     raw = off([x], w)
     assert torch.allclose(raw[1], 0.7 * x)  # without node_bn: the plain weighted sum
-    assert load_config(["darts_prime"]).supernet.node_bn is True
+    assert load_config(["darts_prime_crb"]).supernet.node_bn is True
 
 
 # =========================================================================== schedules
@@ -286,7 +287,10 @@ def reg_context(alpha: torch.Tensor, progress: float, searcher: Any) -> RegConte
 def test_prox_value_and_gradient_match_the_formula() -> None:
     alpha = hand_alpha().requires_grad_(True)
     reg = Proximity(Proximity.Params(rho=0.1))
-    value = reg.loss(reg_context(alpha, 0.4, SimpleNamespace(space=nb201_space())))
+    # progress 0.3 before the 4th of 10 steps: t/T = 0.4, the current step counted as done
+    # (the public code advances its clock before the step)
+    searcher = SimpleNamespace(space=nb201_space(), total_steps=10)
+    value = reg.loss(reg_context(alpha, 0.3, searcher))
     value.backward()
     a = torch.clamp(hand_alpha(), 0, 1)
     d = torch.zeros(6, 4)
@@ -408,7 +412,7 @@ def test_resume_mid_run_reproduces_threshold_z_u_and_masks(tmp_path) -> None:
 
 
 def test_space_switch_keeps_exclude_ops_and_resets_sizes() -> None:
-    cfg = load_config(["darts_prime"], ["space.name=nb201"])
+    cfg = load_config(["darts_prime_crb"], ["space.name=nb201"])
     assert cfg.space.exclude_ops == ["none"] and cfg.space.layers is None
     assert get_space(cfg.space).layers == 5
     back = load_config(["darts_nb201"], ["space.name=darts"])

@@ -220,9 +220,12 @@ def test_informed_schedule_defaults_and_zero_energy() -> None:
 
 def test_every_k_schedule_and_split() -> None:
     s = EveryK(EveryK.Params(k=3))
-    assert [s.arch_step_due() for _ in range(7)] == [True, False, False, True, False, False, True]
+    # the public code: before the weight step of epoch step s when (s + 1) % k == 0; the
+    # count restarts with each epoch (here 5 steps long)
+    steps = [0, 1, 2, 3, 4, 0, 1]
+    assert [s.arch_step_due(i) for i in steps] == [False, False, True, False, False, False, False]
     assert s.train_portion == 0.75
-    assert s.metrics() == {"arch_step_ratio": round(3 / 7, 6)}
+    assert s.metrics() == {"arch_step_ratio": round(1 / 7, 6)}
 
 
 def test_loop_gives_the_schedule_the_unclipped_gradient_energy_and_its_split() -> None:

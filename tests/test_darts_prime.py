@@ -358,6 +358,24 @@ def test_admm_updates_z_and_u_every_k_architecture_steps() -> None:
     assert reg.metrics()["admm_updates"] == 1
 
 
+def test_admm_defaults_are_the_public_codes() -> None:
+    # K = 9 (--admm_freq 10: update when count + 1 reaches 10), decay 1.0 (the model's own
+    # zuewma default; the script's --zuewma is never passed), Z starting at the raw α
+    p = ADMM.Params()
+    assert (p.every, p.decay, p.z_init) == (9, 1.0, "alpha")
+    space = nb201_space()
+    alpha0 = torch.tensor([[0.3, -0.2, 1.5, 0.1]]).repeat(6, 1)
+    arch = Architecture(space.arch_specs(), lambda shape: alpha0.clone())
+    relax = SimpleNamespace(weights=lambda a, k: torch.softmax(a, -1), op_mask=lambda k: None)
+    searcher = SimpleNamespace(space=space, arch=arch, relaxation=relax)
+    for z_init, z0 in (("alpha", alpha0), ("weights", torch.softmax(alpha0, -1))):
+        reg = ADMM(ADMM.Params(z_init=z_init))
+        reg.setup(searcher)  # type: ignore[arg-type]
+        assert torch.allclose(reg.Z["cell"], z0) and not reg.U["cell"].any()
+    with pytest.raises(ConfigError, match="z_init must be one of alpha, weights"):
+        ADMM(ADMM.Params(z_init="zero"))
+
+
 # =========================================================================== end to end
 def test_darts_prime_runs_on_the_darts_space() -> None:
     extra = {

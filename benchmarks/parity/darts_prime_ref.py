@@ -574,6 +574,57 @@ def official_run(
     return records
 
 
+# preset key -> (official argument, its value in the README's command or its default)
+README_ARGS = {"search.schedule.f": "schedfreq"}
+SETTINGS = {
+    "search.epochs": "epochs",
+    "search.w_lr": "learning_rate",
+    "search.w_lr_min": "learning_rate_min",
+    "search.w_momentum": "momentum",
+    "search.w_weight_decay": "weight_decay",
+    "search.grad_clip": "grad_clip",
+    "search.arch_lr": "arch_learning_rate",
+    "search.arch_weight_decay": "arch_weight_decay",
+    "data.batch_size": "batch_size",
+    "search.schedule.multiplier": "threshold_multiplier",
+    "search.schedule.threshold": "init_alpha_threshold",
+    "search.schedule.ewma": "ewma",
+    "search.regularizers.rho": "rho",
+}
+
+
+def check_settings(preset: str, script: Path) -> list[str]:
+    """The preset's settings against the official script's defaults (--schedfreq: the
+    README's 10). Printed; returns the differences."""
+    import ast
+    import re
+
+    pattern = re.compile(r"add_argument\('--(\w+)'.*?default=([^,)]+)")
+    defaults: dict[str, Any] = {}
+    for line in script.read_text().splitlines():
+        m = pattern.search(line)
+        if m:
+            with contextlib.suppress(ValueError, SyntaxError):
+                defaults[m.group(1)] = ast.literal_eval(m.group(2).strip())
+    defaults["schedfreq"] = 10  # the README's --schedfreq 10
+    cfg = load_config([preset])
+    differ = []
+    for key, arg in {**SETTINGS, **README_ARGS}.items():
+        section, *rest = key.split(".")
+        if section == "data":
+            ours: Any = getattr(cfg.data, rest[0])
+        elif rest[0] == "schedule":
+            ours = cfg.search.schedule.params[rest[1]]
+        elif rest[0] == "regularizers":
+            ours = cfg.search.regularizers[0].params[rest[1]]
+        else:
+            ours = getattr(cfg.search, rest[0])
+        if float(ours) != float(defaults[arg]):
+            differ.append(f"{key} = {ours}, official --{arg} {defaults[arg]}")
+    print(f"{preset} settings vs {script.name}: " + ("; ".join(differ) or "all equal"))
+    return differ
+
+
 def checkout_commit(path: Path) -> str:
     try:
         out = subprocess.run(
@@ -605,14 +656,18 @@ def main(argv: list[str] | None = None) -> int:
     shim_official_environment()
     case = Case(**{**asdict(CASES[a.preset]), "reg": a.reg, "overrides": a.set})
 
+    src = a.official / "src"
+    differ = check_settings(a.preset, src / "train_scheduled_hard_statebn.py")
     ours, inputs, s = diffnas_run(case)
-    official = official_run(a.official / "src", case, build_searcher(case), inputs)
+    # the official side takes its settings from the preset as it stands (not from --set)
+    plain_case = Case(**{**asdict(case), "overrides": []})
+    official = official_run(src, case, build_searcher(plain_case), inputs)
     dead = dead_weights(case, s)
     got = summarize(case, ours, inputs["weights"], dead)
     want = summarize(case, official, inputs["weights"], dead)
     diffs = compare(got, want)
     steps = [r["arch_step"] for r in official]
-    ok = all(v <= TOLERANCE for v in diffs.values())
+    ok = all(v <= TOLERANCE for v in diffs.values()) and not differ
     print(f"{a.preset} ({a.reg}), iterations with an α step: {steps}; dead weight tensors "
           f"left out: {len(dead)}")  # fmt: skip
     cells = "  ".join(f"{k} {v:.2e}" for k, v in diffs.items())

@@ -140,7 +140,7 @@ def test_engine_float32_alpha_gradient_is_as_accurate_as_the_plain_supernet() ->
 
 def test_channels_last_batch_norm_matches_float64() -> None:
     # the engine's BN (statistics by pairwise sums) against float64, beside PyTorch's own
-    from diffnas.supernet.kernels import batch_norm, scaled_bn
+    from diffnas.supernet.kernels import BatchStatsBatchNorm2d, batch_norm, scaled_bn
 
     torch.manual_seed(0)
     x = (3.0 + 2.0 * torch.randn(16, 8, 16, 16)).contiguous(memory_format=torch.channels_last)
@@ -156,6 +156,17 @@ def test_channels_last_batch_norm_matches_float64() -> None:
         got = torch.autograd.grad(out, (xf, wf), g)
         assert (got[0].double() - ref[0]).abs().max() < 1e-6
         assert abs(float(got[1]) - float(ref[1])) < 1e-6 * float(g.abs().sum())
+    # modules: running statistics updated as nn.BatchNorm2d updates them (float64 here)
+    ref_bn = torch.nn.BatchNorm2d(8, momentum=0.3).double()
+    bn = copy.deepcopy(ref_bn)
+    bn.__class__ = BatchStatsBatchNorm2d
+    xd = x.double()
+    for _ in range(2):
+        torch.testing.assert_close(bn(xd), ref_bn(xd.contiguous()), rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var, rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean, rtol=0, atol=1e-12)
+    bn.eval(), ref_bn.eval()
+    torch.testing.assert_close(bn(xd), ref_bn(xd), rtol=0, atol=1e-12)
     stock = F.batch_norm(x, None, None, training=True) * 0.3  # PyTorch's channels-last kernel
     ours = scaled_bn(x, w, 1e-5)
     assert (ours.double() - exact_out).abs().max() < (stock.double() - exact_out).abs().max()

@@ -67,7 +67,7 @@ class Supernet(nn.Module):
                 from diffnas.supernet.kernels import BatchStatsBatchNorm2d
 
                 for m in self.modules():  # accurate BN statistics on channels-last tensors
-                    if type(m) is nn.BatchNorm2d and not m.track_running_stats:
+                    if type(m) is nn.BatchNorm2d:
                         m.__class__ = BatchStatsBatchNorm2d
             return None
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x

@@ -160,30 +160,36 @@ class _DenseGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.fmt)
 
 
-def _normalize(
-    y: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch-statistics BN of y with two-pass pairwise statistics: (out, mean, invstd).
+def batch_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased variance) per channel of y, two-pass, from pairwise sums.
 
     PyTorch's CPU BN kernel sums a channels-last tensor over N·H·W in one running float32
     sum per channel, ~100x less accurate than its NCHW kernel; the errors reach every
-    gradient (docs/engine.md). torch.sum reduces pairwise: NCHW-level accuracy, at about
-    the stock kernel's speed.
+    gradient (docs/engine.md). torch.sum reduces pairwise: NCHW-level accuracy.
     """
     c = y.shape[1]
-    shape = (1, c, 1, 1)
-    mean = y.sum(dim=(0, 2, 3)) / (y.numel() // c)
-    out = y - mean.view(shape)
-    var = (out * out).sum(dim=(0, 2, 3)) / (y.numel() // c)
-    invstd = torch.rsqrt(var + eps)
-    out.mul_((invstd if weight is None else invstd * weight).view(shape))
-    if bias is not None:
-        out.add_(bias.view(shape))
-    return out, mean, invstd
+    n = y.numel() // c
+    mean = y.sum(dim=(0, 2, 3)) / n
+    d = y - mean.view(1, c, 1, 1)
+    return mean, (d * d).sum(dim=(0, 2, 3)) / n
+
+
+def _normalize(
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch-statistics BN of y with `batch_stats` (or the given ones): (out, mean, invstd)."""
+    mean, var = batch_stats(y) if stats is None else stats
+    # eval mode normalizes with the statistics it is given: (y − mean) / √(var + eps) · w + b
+    out = torch.native_batch_norm(y, weight, bias, mean, var, False, 0.0, eps)[0]
+    return out, mean, torch.rsqrt(var + eps)
 
 
 class _BatchNorm(torch.autograd.Function):
-    """BN with batch statistics (no running statistics), statistics from `_normalize`."""
+    """BN with batch statistics `stats` (mean, biased variance), computed by the caller."""
 
     @staticmethod
     def forward(
@@ -192,8 +198,9 @@ class _BatchNorm(torch.autograd.Function):
         weight: torch.Tensor | None,
         bias: torch.Tensor | None,
         eps: float,
+        stats: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        out, mean, invstd = _normalize(y, weight, bias, eps)
+        out, mean, invstd = _normalize(y, weight, bias, eps, stats)
         ctx.save_for_backward(y, weight, mean, invstd)
         ctx.eps = eps
         return out
@@ -203,11 +210,11 @@ class _BatchNorm(torch.autograd.Function):
         y, weight, mean, invstd = ctx.saved_tensors
         mask = list(ctx.needs_input_grad[:3])
         if not any(mask):
-            return None, None, None, None
+            return None, None, None, None, None
         grads = torch.ops.aten.native_batch_norm_backward(
             grad, y, weight, None, None, mean, invstd, True, ctx.eps, mask
         )
-        return (*(g if need else None for g, need in zip(grads, mask)), None)
+        return (*(g if need else None for g, need in zip(grads, mask)), None, None)
 
 
 def batch_norm(
@@ -220,18 +227,33 @@ def batch_norm(
     float accuracy for channels-last y (PyTorch's own kernel is used for NCHW y)."""
     if y.dim() != 4 or y.is_contiguous():
         return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
-    return _BatchNorm.apply(y, weight, bias, eps)
+    with torch.no_grad():
+        stats = batch_stats(y)
+    return _BatchNorm.apply(y, weight, bias, eps, stats)
 
 
 class BatchStatsBatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d whose batch-statistics forward on channels-last input uses
-    `batch_norm` (accurate statistics); everything else is nn.BatchNorm2d's. Supernets
-    switch their running-stat-free BNs to it (Supernet.set_layout)."""
+    """nn.BatchNorm2d whose batch-statistics forward (training mode, or no running
+    statistics) on channels-last input takes its statistics from `batch_stats`, and
+    updates running statistics as nn.BatchNorm2d does; everything else is nn.BatchNorm2d's.
+    Channels-last supernets switch their BNs to it (Supernet.set_layout)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if self.track_running_stats or input.dim() != 4 or input.is_contiguous():
+        batch = self.training or self.running_mean is None
+        if not batch or input.dim() != 4 or input.is_contiguous():
             return super().forward(input)
-        return _BatchNorm.apply(input, self.weight, self.bias, self.eps)
+        with torch.no_grad():
+            mean, var = batch_stats(input)
+            if self.training and self.track_running_stats and self.running_mean is not None:
+                assert self.running_var is not None and self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                if m is None:  # cumulative moving average
+                    m = 1.0 / float(self.num_batches_tracked)
+                n = input.numel() // input.shape[1]
+                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+        return _BatchNorm.apply(input, self.weight, self.bias, self.eps, (mean, var))
 
 
 def _scale_grad(

@@ -161,17 +161,18 @@ class _DenseGrad(torch.autograd.Function):
 
 
 def batch_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, biased variance) per channel of y, two-pass, from pairwise sums.
+    """(mean, biased variance) per channel of y, from pairwise sums of y and y².
 
     PyTorch's CPU BN kernel sums a channels-last tensor over N·H·W in one running float32
     sum per channel, ~100x less accurate than its NCHW kernel; the errors reach every
-    gradient (docs/engine.md). torch.sum reduces pairwise: NCHW-level accuracy.
+    gradient (docs/engine.md). torch.sum reduces pairwise. E[y²] − E[y]² loses digits when
+    |mean| ≫ std, which the supernet's BN inputs (conv and pool outputs) are not; a second
+    pass over y − mean would cost ~10 % of a darts step.
     """
     c = y.shape[1]
     n = y.numel() // c
     mean = y.sum(dim=(0, 2, 3)) / n
-    d = y - mean.view(1, c, 1, 1)
-    return mean, (d * d).sum(dim=(0, 2, 3)) / n
+    return mean, ((y * y).sum(dim=(0, 2, 3)) / n - mean * mean).clamp_min(0.0)
 
 
 def _normalize(

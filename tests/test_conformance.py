@@ -108,7 +108,9 @@ SETTINGS: dict[tuple[str, str], Setting] = {
         overrides=[*DARTS, "space.cells=NRN"], refuses_plain="per-cell α"
     ),
     ("derive", "random_search"): Setting(spec="{name: random_search, samples: 2, eval_images: 8}"),
-    ("derive", "aca"): Setting(spec="{name: aca, max_batches: 1}"),
+    ("derive", "aca"): Setting(
+        spec="{name: aca, max_batches: 1}", overrides=["space.exclude_ops=[skip_connect]"]
+    ),
 }
 
 PARTS = [(kind, name) for kind, reg in KINDS.items() for name in reg.names()]

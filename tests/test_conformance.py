@@ -67,7 +67,7 @@ BASES = {
 TINY = [
     "data.dataset=digits",
     "data.subset=0.05",
-    "data.batch_size=16",
+    "data.batch_size=8",
     "log.progress=false",
     "threads=1",
 ]
@@ -202,7 +202,7 @@ def test_part_takes_search_steps_and_derives(kind: str, name: str, built) -> Non
     b = built(kind, name)
     s = b.searcher
     assert isinstance(b.part, KINDS[kind].get(name)) and isinstance(b.part, BASES[kind])
-    assert s.global_step == 0 and s.meters.sums["train_n"] == 32  # two weight steps ran
+    assert s.global_step == 0 and s.meters.sums["train_n"] == 16  # two weight steps ran
     for p in [*s.model.parameters(), *s.arch_parameters()]:
         assert bool(torch.isfinite(p).all())
     json.dumps(b.part.metrics())  # metrics go to metrics.jsonl
@@ -268,7 +268,7 @@ DARTS_ONLY = {"rdarts"}
 
 def _preset_config(preset: str) -> Config:
     sizes = DARTS if preset in DARTS_ONLY else NB201
-    tiny = ["data.subset=0.03", "data.batch_size=8", "search.epochs=2"]
+    tiny = ["data.subset=0.03", "search.epochs=2"]
     return _config([*sizes, *tiny, *PRESET_TINY.get(preset, [])], preset)
 
 

@@ -61,9 +61,16 @@ def alpha_cosines(args: argparse.Namespace) -> list[float]:
     return out
 
 
-def derived(args: argparse.Namespace, seed: int, precision: str) -> str:
+def derived(args: argparse.Namespace, seed: int, precision: str) -> tuple[list[str], list[float]]:
+    """The derived cell's ops (edge by edge, nb201) and each edge's top-2 probability gap."""
     s = Searcher(load_config([args.method], config(args, seed, precision)))
-    return str(s.run_search().genotype.cells)
+    cells = s.run_search().genotype.cells
+    ops = [e.op for c in cells for e in c.edges]
+    gaps = []
+    for w in s.relaxation.derivation_weights(s.arch).values():
+        top = w.float().topk(2, dim=-1).values
+        gaps += (top[:, 0] - top[:, 1]).tolist()
+    return ops, gaps
 
 
 def main() -> None:
@@ -88,10 +95,15 @@ def main() -> None:
         f"min {min(cos):.5f}, max {max(cos):.5f}"
     )
     for seed in args.seeds:
-        a, b = derived(args, seed, "fp32"), derived(args, seed, "bf16")
+        (a, gaps), (b, _) = derived(args, seed, "fp32"), derived(args, seed, "bf16")
         print(f"seed {seed}: derived cells {'equal' if a == b else 'DIFFER'}")
-        if a != b:
-            print(f"  fp32 {a}\n  bf16 {b}")
+        for i, (x, y) in enumerate(zip(a, b)):
+            gap = f", fp32 top-2 probability gap {gaps[i]:.4f}" if len(gaps) == len(a) else ""
+            if x != y:
+                print(f"  edge {i}: fp32 {x}, bf16 {y}{gap}")
+        if len(gaps) == len(a):
+            same = [g for g, x, y in zip(gaps, a, b) if x == y]
+            print(f"  gaps on the edges that agree: min {min(same, default=float('nan')):.4f}")
 
 
 if __name__ == "__main__":

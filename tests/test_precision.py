@@ -27,9 +27,10 @@ def _alpha_grad(s: Searcher, precision: str, train, val) -> torch.Tensor:
 def test_bf16_alpha_gradient_close_to_fp32_and_masters_stay_fp32() -> None:
     """The α-gradient of a bf16 step against fp32's on the same supernet and batches.
 
-    bfloat16 keeps 8 mantissa bits (relative rounding ~4e-3 per value); at C=4 on 8x8
-    digits, four batches measured cosines of 0.988-0.995, so 0.97 fails on a real
-    defect (a loss in bf16, a cast dropped: cosines fall below 0.9) but not on rounding."""
+    bfloat16 keeps 8 mantissa bits (relative rounding ~4e-3 per value), and an α-gradient
+    is a difference of nearly equal terms. At C=4 on 8x8 digits the first six batches
+    measured cosines 0.954-0.993 (the two used here 0.987 and 0.988), so the bound is 0.95:
+    rounding passes, a gradient that lost its direction does not; `< 1` proves bf16 ran."""
     s = Searcher(tiny_config("nb201", epochs=1))
     it = s.data.train.epoch(0)
     cosines = []
@@ -39,7 +40,7 @@ def test_bf16_alpha_gradient_close_to_fp32_and_masters_stay_fp32() -> None:
         g16 = _alpha_grad(s, "bf16", train, val)
         assert g16.dtype == torch.float32
         cosines.append(float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)))
-    assert min(cosines) >= 0.97, cosines
+    assert min(cosines) >= 0.95, cosines
     assert not all(c == 1.0 for c in cosines)  # bf16 did compute differently
     # a whole bf16 step: weights, α, BN statistics and optimizer state stay float32
     s.precision = Precision("bf16", "test")

@@ -34,7 +34,8 @@ NB201_NO_NONE = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
 def prime_config(space: str = "nb201", epochs: int = 2, **extra: str) -> Any:
-    """The darts_prime preset on the budget of conftest's tiny_config."""
+    """The darts_prime_crb preset (CRB, node BN, no `none`) on the budget of conftest's
+    tiny_config."""
     overrides = [
         f"space.name={space}",
         "space.channels=4",
@@ -46,7 +47,7 @@ def prime_config(space: str = "nb201", epochs: int = 2, **extra: str) -> Any:
         "log.progress=false",
         "threads=1",
     ]
-    return load_config(["darts_prime"], overrides + [f"{k}={v}" for k, v in extra.items()])
+    return load_config(["darts_prime_crb"], overrides + [f"{k}={v}" for k, v in extra.items()])
 
 
 def nb201_space() -> Any:
@@ -170,7 +171,7 @@ def test_node_bn_normalizes_each_intermediate_node_without_parameters() -> None:
         assert torch.allclose(var, torch.ones(3), atol=1e-3)
     raw = off([x], w)
     assert torch.allclose(raw[1], 0.7 * x)  # without node_bn: the plain weighted sum
-    assert load_config(["darts_prime"]).supernet.node_bn is True
+    assert load_config(["darts_prime_crb"]).supernet.node_bn is True
 
 
 # =========================================================================== schedules
@@ -219,9 +220,12 @@ def test_informed_schedule_defaults_and_zero_energy() -> None:
 
 def test_every_k_schedule_and_split() -> None:
     s = EveryK(EveryK.Params(k=3))
-    assert [s.arch_step_due() for _ in range(7)] == [True, False, False, True, False, False, True]
+    # the public code: before the weight step of epoch step s when (s + 1) % k == 0; the
+    # count restarts with each epoch (here 5 steps long)
+    steps = [0, 1, 2, 3, 4, 0, 1]
+    assert [s.arch_step_due(i) for i in steps] == [False, False, True, False, False, False, False]
     assert s.train_portion == 0.75
-    assert s.metrics() == {"arch_step_ratio": round(3 / 7, 6)}
+    assert s.metrics() == {"arch_step_ratio": round(1 / 7, 6)}
 
 
 def test_loop_gives_the_schedule_the_unclipped_gradient_energy_and_its_split() -> None:
@@ -286,7 +290,10 @@ def reg_context(alpha: torch.Tensor, progress: float, searcher: Any) -> RegConte
 def test_prox_value_and_gradient_match_the_formula() -> None:
     alpha = hand_alpha().requires_grad_(True)
     reg = Proximity(Proximity.Params(rho=0.1))
-    value = reg.loss(reg_context(alpha, 0.4, SimpleNamespace(space=nb201_space())))
+    # progress 0.3 before the 4th of 10 steps: t/T = 0.4, the current step counted as done
+    # (the public code advances its clock before the step)
+    searcher = SimpleNamespace(space=nb201_space(), total_steps=10)
+    value = reg.loss(reg_context(alpha, 0.3, searcher))
     value.backward()
     a = torch.clamp(hand_alpha(), 0, 1)
     d = torch.zeros(6, 4)
@@ -351,6 +358,24 @@ def test_admm_updates_z_and_u_every_k_architecture_steps() -> None:
     assert reg.metrics()["admm_updates"] == 1
 
 
+def test_admm_defaults_are_the_public_codes() -> None:
+    # K = 9 (--admm_freq 10: update when count + 1 reaches 10), decay 1.0 (the model's own
+    # zuewma default; the script's --zuewma is never passed), Z starting at the raw α
+    p = ADMM.Params()
+    assert (p.every, p.decay, p.z_init) == (9, 1.0, "alpha")
+    space = nb201_space()
+    alpha0 = torch.tensor([[0.3, -0.2, 1.5, 0.1]]).repeat(6, 1)
+    arch = Architecture(space.arch_specs(), lambda shape: alpha0.clone())
+    relax = SimpleNamespace(weights=lambda a, k: torch.softmax(a, -1), op_mask=lambda k: None)
+    searcher = SimpleNamespace(space=space, arch=arch, relaxation=relax)
+    for z_init, z0 in (("alpha", alpha0), ("weights", torch.softmax(alpha0, -1))):
+        reg = ADMM(ADMM.Params(z_init=z_init))
+        reg.setup(searcher)  # type: ignore[arg-type]
+        assert torch.allclose(reg.Z["cell"], z0) and not reg.U["cell"].any()
+    with pytest.raises(ConfigError, match="z_init must be one of alpha, weights"):
+        ADMM(ADMM.Params(z_init="zero"))
+
+
 # =========================================================================== end to end
 def test_darts_prime_runs_on_the_darts_space() -> None:
     extra = {
@@ -408,7 +433,7 @@ def test_resume_mid_run_reproduces_threshold_z_u_and_masks(tmp_path) -> None:
 
 
 def test_space_switch_keeps_exclude_ops_and_resets_sizes() -> None:
-    cfg = load_config(["darts_prime"], ["space.name=nb201"])
+    cfg = load_config(["darts_prime_crb"], ["space.name=nb201"])
     assert cfg.space.exclude_ops == ["none"] and cfg.space.layers is None
     assert get_space(cfg.space).layers == 5
     back = load_config(["darts_nb201"], ["space.name=darts"])

@@ -51,7 +51,7 @@ def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     assert pc.data.batch_size == 256 and pc.supernet.partial_channels == 4
     # 15 warm-up epochs of 50 keep their share: 2 of 8
     assert pc.search.warmup_epochs == 2
-    prime = load_config(["darts_prime", PROTOCOL])
+    prime = load_config(["darts_prime_crb", PROTOCOL])
     assert prime.space.exclude_ops == ["none"] and prime.supernet.node_bn
     aca = load_config(["darts", "aca", PROTOCOL])
     assert aca.space.exclude_ops == ["skip_connect"] and aca.search.derive.name == "aca"

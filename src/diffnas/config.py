@@ -142,6 +142,10 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     # epochs of weight-only training before architecture steps start
     warmup_epochs: int = 0
+    # epoch e trains at the cosine schedule's value for epoch e + w_lr_epoch_offset; 1 is the
+    # schedule of code that calls scheduler.step() at each epoch's start on PyTorch >= 1.1
+    # (DARTS-PRIME): its first epoch already runs at the second epoch's rate, its last at w_lr_min
+    w_lr_epoch_offset: int = 0
     relaxation: PartSpec = part("softmax")
     updater: PartSpec = part("first_order")
     schedule: PartSpec = part("alternate")
@@ -704,6 +708,11 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"search.w_nesterov needs search.w_momentum > 0, got {config.search.w_momentum}; "
             f"set a momentum or w_nesterov: false"
+        )
+    if config.search.w_lr_epoch_offset < 0:
+        raise ConfigError(
+            f"search.w_lr_epoch_offset must be >= 0 (0: DARTS's schedule, 1: DARTS-PRIME's), "
+            f"got {config.search.w_lr_epoch_offset}"
         )
     validate_netsearch(config.netsearch)
     validate_log(config.log.loggers, config.log.every_steps)

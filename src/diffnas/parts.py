@@ -26,7 +26,26 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class Part(ABC):
-    """Common behaviour: parameters from the config, state for checkpoints, metrics."""
+    """Common behaviour: parameters from the config, state for checkpoints, metrics.
+
+    Order of the hooks in a search (`diffnas.search.Searcher`; pinned by
+    tests/test_hook_order.py). Parts are listed in `Searcher.parts()` order: relaxation,
+    schedule, updater, regularizers, derivation.
+
+    - construction: `derivation.derive` (the initial genotype), then `setup` of each part;
+      on resume, then `load_state_dict` of each part and `derivation.derive` again;
+    - each step: `relaxation.set_progress`, `schedule.arch_step_due`, then, for a due
+      architecture step, `updater.arch_grads` (which calls `regularizer.loss` through the
+      validation objective), `relaxation.after_arch_step`, each `regularizer.after_arch_step`;
+      the weight step ends with `schedule.after_weight_step`. The architecture step comes
+      before the weight step, or after it where `schedule.weight_first`; never in warm-up;
+    - each epoch's end: `derivation.derive`, then `metrics` of each part (callbacks'
+      `collect` and `on_epoch_end` follow, see `diffnas.callbacks.base.Callback`);
+    - the search's end: `derivation.derive(final=True)` after the callbacks' `on_search_end`.
+
+    `state_dict` is read whenever a checkpoint is written: by the checkpoint callback at a
+    step's end (`on_step_end`) or an epoch's end (`on_epoch_end`).
+    """
 
     Params: ClassVar[type | None] = None
 

@@ -1,4 +1,4 @@
-"""Named registries of parts: spaces, ops, relaxations, regularizers, schedules, ...
+"""Named registries of parts: spaces, relaxations, regularizers, schedules, ...
 
 A part registers itself with a decorator; configs name parts; `get` fails with the
 accepted names and a did-you-mean hint.
@@ -31,6 +31,7 @@ class Registry(Generic[T]):
         return decorator
 
     def add(self, name: str, item: T) -> T:
+        """Register `item` under `name` without a decorator (e.g. a class made at run time)."""
         return self.register(name)(item)
 
     def get(self, name: str) -> T:
@@ -53,10 +54,6 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
-
-    def items(self) -> list[tuple[str, T]]:
-        _load_builtin_parts()
-        return sorted(self._items.items())
 
 
 _loaded = False
@@ -93,7 +90,6 @@ def _load_builtin_parts() -> None:
 
 
 SPACES: Registry = Registry("space")
-OPS: Registry = Registry("op")
 RELAXATIONS: Registry = Registry("relaxation")
 REGULARIZERS: Registry = Registry("regularizer")
 SCHEDULES: Registry = Registry("schedule")

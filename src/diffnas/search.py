@@ -324,7 +324,7 @@ class Searcher:
     def lr_at(self, epoch: int) -> float:
         """Cosine from w_lr to w_lr_min over the epochs (DARTS: set once per epoch)."""
         s = self.config.search
-        return cosine_lr(s.w_lr, s.w_lr_min, epoch, self.epochs)
+        return cosine_lr(s.w_lr, s.w_lr_min, epoch + s.w_lr_epoch_offset, self.epochs)
 
     # ------------------------------------------------------------------ the loop
     def run_search(self) -> SearchResult:

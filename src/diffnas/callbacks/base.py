@@ -37,7 +37,21 @@ L = TypeVar("L")
 class Callback(Generic[L]):
     """Hooks of a run (search or training); `L` is the loop type a callback needs.
 
-    `on_search_start` / `on_search_end` bracket any run, training runs included.
+    `on_search_start` / `on_search_end` bracket any run, training runs included. In a
+    search the order is (pinned by tests/test_hook_order.py; callbacks in list order at
+    each hook; `diffnas.search` puts the default ones first):
+
+        on_search_start
+        per epoch:  on_epoch_start
+                    per step: on_step_end   (after the step's parts' hooks)
+                    collect                 (the parts' metrics are in `metrics` already)
+                    on_epoch_end            (the loop is at the next epoch: a checkpoint
+                                             written here resumes there)
+        on_search_end                       (also when the run fails; before the final
+                                             derivation)
+
+    A resumed run calls `load_state_dict` before `on_search_start` and continues at the
+    checkpoint's epoch and step.
     """
 
     name = "callback"

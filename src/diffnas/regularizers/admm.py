@@ -2,6 +2,10 @@
 
 L_val += (ρ/2) · Σ_keys ‖(a(α) − Z + U) ⊙ M‖₂ (not squared); every K architecture steps
 Z ← D(a(α + U)) and U ← (decay·U + α − Z) ⊙ M. M = the ops not pruned by the relaxation.
+The defaults are the public code's (src/model_admm_hard_statebn.py with
+train_scheduled_hard_statebn.py --reg admm): K = 9 (its `--admm_freq 10` updates when the
+step counter + 1 reaches 10, then restarts the count), decay 1.0 (its `--zuewma` is never
+passed to the model, whose own default is 1.0), Z starting at the raw α.
 """
 
 from __future__ import annotations
@@ -20,18 +24,23 @@ from diffnas.supernet.base import Architecture
 if TYPE_CHECKING:
     from diffnas.search import Searcher
 
+Z_INIT = ("alpha", "weights")
+
 
 @REGULARIZERS.register("admm")
 class ADMM(Regularizer):
-    """Z starts at a(α) and U at 0 (the term is 0 until the first update) [ours, as the code]."""
+    """U starts at 0; Z at α (`z_init: alpha`, the public code) or at a(α) (`weights`: the
+    term is 0 until the first update). The two agree for CRB, whose a(α) = α at the start."""
 
     @dataclass
     class Params:
         rho: float = 0.1
-        # K: architecture steps between Z/U updates
-        every: int = 10
-        # U ← decay·U + (α − Z)
-        decay: float = 0.2
+        # K: architecture steps between Z/U updates (the public code: 9)
+        every: int = 9
+        # U ← decay·U + (α − Z) (the public code: 1.0)
+        decay: float = 1.0
+        # Z's start: 'alpha' (the raw α, the public code) or 'weights' (a(α))
+        z_init: str = "alpha"
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
@@ -40,6 +49,10 @@ class ADMM(Regularizer):
             raise ConfigError(f"regularizer admm: rho must be >= 0, got {p.rho}")
         if p.every < 1:
             raise ConfigError(f"regularizer admm: every must be >= 1 step, got {p.every}")
+        if p.z_init not in Z_INIT:
+            raise ConfigError(
+                f"regularizer admm: z_init must be one of {', '.join(Z_INIT)}, got {p.z_init!r}"
+            )
         self.searcher: Searcher | None = None
         self.Z: dict[str, torch.Tensor] = {}
         self.U: dict[str, torch.Tensor] = {}
@@ -52,7 +65,8 @@ class ADMM(Regularizer):
         relax = searcher.relaxation
         with torch.no_grad():
             self.Z = {
-                k: relax.weights(a, k).detach().clone() for k, a in searcher.arch.alpha.items()
+                k: (a if self.params.z_init == "alpha" else relax.weights(a, k)).detach().clone()
+                for k, a in searcher.arch.alpha.items()
             }
         self.U = {k: torch.zeros_like(z) for k, z in self.Z.items()}
 

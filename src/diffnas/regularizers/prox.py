@@ -2,6 +2,8 @@
 
 L_val += (t/T) · (ρ/2) · Σ_keys ‖a(α) − D(a(α))‖₂ (not squared), D = the one-hot of the
 architecture the space's standard derivation picks; its weight grows with search progress.
+t counts the weight steps done including the current one (the public code advances its clock
+before each step), so the term already acts at the first step and reaches ρ/2 at the last.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def discretized(ctx: RegContext) -> dict[str, torch.Tensor]:
 
 @REGULARIZERS.register("prox")
 class Proximity(Regularizer):
-    """(t/T)·(ρ/2)·‖a(α) − D(a(α))‖₂ per arch key, summed; t/T = the search's progress."""
+    """(t/T)·(ρ/2)·‖a(α) − D(a(α))‖₂ per arch key, summed; t/T = the search's progress
+    counting the current weight step as done (the public code's clock)."""
 
     @dataclass
     class Params:
@@ -47,7 +50,8 @@ class Proximity(Regularizer):
 
     def loss(self, ctx: RegContext) -> torch.Tensor:
         dist = distance_to_discrete(ctx, discretized(ctx))
-        value = ctx.progress * self.params.rho / 2 * dist
+        t = ctx.progress + 1.0 / ctx.searcher.total_steps  # the current step counts as done
+        value = t * self.params.rho / 2 * dist
         self.value.add(value)
         self.distance.add(dist)
         return value

@@ -1,20 +1,25 @@
 """The fixed DARTS-PRIME schedule: one architecture step every k weight steps.
 
-The train/validation split matches: one validation batch per k training batches.
+As the public code without `--dyno_schedule`: an architecture step before the weight step of
+epoch step s when (s + 1) % k == 0, the count restarting with each epoch. The
+train/validation split matches `--dyno_split`: one validation batch per k training batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffnas.registry import SCHEDULES
 from diffnas.schedules.counting import CountingSchedule, check_positive
 
+if TYPE_CHECKING:
+    from diffnas.search import Searcher
+
 
 @SCHEDULES.register("every_k")
 class EveryK(CountingSchedule):
-    """The fixed alternative: one architecture step every k weight steps (before the first)."""
+    """One architecture step every k weight steps: before epoch steps k−1, 2k−1, ..."""
 
     @dataclass
     class Params:
@@ -24,19 +29,17 @@ class EveryK(CountingSchedule):
         super().__init__(params)
         check_positive(self.params.k, "every_k", "k")
         self.train_portion = 1.0 - 1.0 / (1.0 + self.params.k)
-        self.calls = 0  # decisions so far (the whole search)
+        self.searcher: Searcher | None = None
 
-    def arch_step_due(self) -> bool:
-        due = self.calls % self.params.k == 0
-        self.calls += 1
-        return self._count(due)
+    def setup(self, searcher: Searcher) -> None:
+        self.searcher = searcher
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "calls": self.calls}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.calls = int(state["calls"])
+    def arch_step_due(self, step: int | None = None) -> bool:
+        """`step`: the weight step's index in its epoch (default: the searcher's)."""
+        if step is None:
+            assert self.searcher is not None, "every_k: setup() was not called"
+            step = self.searcher.step
+        return self._count((step + 1) % self.params.k == 0)
 
     def metrics(self) -> dict[str, Any]:
         return self._ratio_metrics()

@@ -62,8 +62,8 @@ class Informed(CountingSchedule):
         if self.threshold is None:  # threshold: null, before the first FI
             return self._count(False)
         due = self.fi_ewma is not None and 0.0 < self.fi_ewma < self.threshold
-        if due:
-            self.threshold *= p.multiplier ** (-p.f)
+        if due:  # m^(-f), computed as the public code does (bit for bit)
+            self.threshold *= math.exp(-math.log(p.multiplier) * p.f)
         else:
             self.threshold *= p.multiplier
         return self._count(due)

@@ -169,6 +169,8 @@ def batch_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     |mean| ≫ std, which the supernet's BN inputs (conv and pool outputs) are not; a second
     pass over y − mean would cost ~10 % of a darts step.
     """
+    if y.dtype in (torch.bfloat16, torch.float16):  # autocast (search.precision)
+        y = y.float()  # statistics in float32, as the BN parameters they meet
     c = y.shape[1]
     n = y.numel() // c
     mean = y.sum(dim=(0, 2, 3)) / n

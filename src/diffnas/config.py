@@ -111,6 +111,9 @@ class DataConfig:
     cache_dir: str | None = None
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
 @dataclass
 class SearchConfig:
     """The bilevel optimization: epochs, optimizers and the method's parts."""
@@ -128,6 +131,11 @@ class SearchConfig:
     # the last architecture step's, still held), as XAutoDL's NB201 scripts, which clip
     # network.parameters() with α inside; α's own steps are unaffected
     grad_clip_alpha: bool = False
+    # arithmetic of the search steps' forward passes: fp32 (default), bf16 (autocast of
+    # convolutions and matmuls to bfloat16; weights, α, BN statistics and losses stay fp32)
+    # or auto (bf16 only where the device computes bf16 natively, else fp32; the run says
+    # which it chose). Speed only where the hardware has native bf16: docs/engine.md
+    precision: str = "fp32"
     # architecture: Adam
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -645,6 +653,12 @@ def check_values(config: Config) -> None:
         raise ConfigError(
             f"search.arch_betas must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. "
             f"[0.5, 0.999], got {s.arch_betas}"
+        )
+    if s.precision not in PRECISIONS:
+        raise ConfigError(
+            f"search.precision must be one of {', '.join(PRECISIONS)} (fp32: the default; bf16: "
+            f"bfloat16 autocast of the search steps; auto: bf16 where native), got "
+            f"{s.precision!r}"
         )
     _at_least(s.warmup_epochs, 0, "search.warmup_epochs")
     if s.warmup_epochs and s.warmup_epochs >= s.epochs:

@@ -7,9 +7,11 @@ and checkpoint. Resuming restores every part's state and all RNG streams.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from diffnas.data import CyclingStream, SearchData, search_data
 from diffnas.data.datasets import Dataset
 from diffnas.errors import CheckpointError, NumericalError
 from diffnas.parts import Derivation, Regularizer, Relaxation, Schedule, Updater, build_part
+from diffnas.precision import Precision, resolve_precision
 from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, UPDATERS
 from diffnas.run import RESUME_MAY_CHANGE_SEARCH, RunDir
 from diffnas.spaces import Space, get_space
@@ -124,6 +127,8 @@ class Searcher:
         self.run = run
         set_threads(config.threads)
         self.device = resolve_device(config.device)
+        # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
+        self.precision: Precision = resolve_precision(config.search.precision, self.device)
         seed_everything(config.seed)
         s = config.search
         self.space = space if space is not None else get_space(config.space)
@@ -202,10 +207,34 @@ class Searcher:
     def forward(
         self, x: torch.Tensor, mix: MixWeights, params: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """Supernet logits; with `params`, evaluated at those weights instead of the module's."""
-        if params is None:
-            return self.model(x, mix)
-        return functional_call(self.model, params, (x, mix))
+        """Supernet logits; with `params`, evaluated at those weights instead of the module's.
+
+        Under bf16 (search.precision) the pass runs in bfloat16 autocast and the logits come
+        back as float32, so that every loss is computed in float32."""
+        with self.autocast():
+            if params is None:
+                out = self.model(x, mix)
+            else:
+                out = functional_call(self.model, params, (x, mix))
+        if self.precision.bf16 and isinstance(out, torch.Tensor) and out.is_floating_point():
+            out = out.float()
+        return out
+
+    def autocast(self) -> Any:
+        """The precision's autocast (a no-op under fp32). The backward passes run inside it
+        too: the engine's autograd Functions recompute convolutions in their backward, which
+        must see the dtypes their forward saw (torch.amp.custom_bwd's rule, device-agnostic)."""
+        return self.precision.autocast(self.device)
+
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """float32 inside, whatever search.precision says (a finite difference needs it)."""
+        saved = self.precision
+        self.precision = Precision("fp32", saved.reason)
+        try:
+            yield
+        finally:
+            self.precision = saved
 
     def reg_loss(self, mix: MixWeights, ce: torch.Tensor) -> torch.Tensor:
         from diffnas.parts import RegContext
@@ -264,11 +293,12 @@ class Searcher:
         with_alpha = self.config.search.grad_clip_alpha
         with torch.set_grad_enabled(with_alpha):
             mix = self.relaxation.mix(self.arch)
-        logits = self.model(x, mix)
+        logits = self.forward(x, mix)
         loss = self.loss_fn(logits, y)
         self.check_finite(loss, "training")
         self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()  # with_alpha: α's gradient adds to the last architecture step's
+        with self.autocast():
+            loss.backward()  # with_alpha: α's gradient adds to the last architecture step's
         clip = self.config.search.grad_clip
         params = list(self.model.parameters())
         if with_alpha:
@@ -298,6 +328,12 @@ class Searcher:
 
     # ------------------------------------------------------------------ the loop
     def run_search(self) -> SearchResult:
+        if self.config.search.precision != "fp32":  # said once per (re)start; fp32 is silent
+            print(
+                f"precision: {self.precision.name} ({self.precision.reason})",
+                file=sys.stderr,
+                flush=True,
+            )
         for cb in self.callbacks:
             cb.on_search_start(self)
         try:
@@ -353,6 +389,8 @@ class Searcher:
         m["lr"] = self.w_lr
         m["arch_steps"] = self.epoch_arch_steps
         m["time_s"] = round(self.elapsed_s, 3)
+        if self.config.search.precision != "fp32":  # the precision `auto` chose, on record
+            m["precision"] = self.precision.name
         m["param_free_share"] = self.space.param_free_share(self.current_genotype)
         m["genotype"] = self.current_genotype.to_json()
         for p in self.parts():

@@ -7,7 +7,11 @@ nb201 supernet (C=16, 5 cells per stage) or the darts supernet (8 cells, C=16), 
 its peak resident memory is its own; the implementations alternate round by round so
 that load on the machine hits both alike. FLOPs are counted analytically
 (torch.utils.flop_counter: convolutions and matmuls, forward and the backward actually
-taken) on the plain computation, and the same count divides both step times.
+taken) on the plain computation, and the same count divides every step time.
+
+A third row, `bf16`, is the engine with `search.precision=bf16` (bfloat16 autocast of the
+steps' forward and backward passes, float32 weights and losses), measured in the same
+rounds; the summary gives its speed relative to the float32 engine's.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ SPACES = {
     "nb201": ["space.name=nb201", "space.channels=16", "space.layers=5"],
     "darts": ["space.name=darts", "space.channels=16", "space.layers=8"],
 }
-IMPLS = ("plain", "engine")
+IMPLS = ("plain", "engine", "bf16")
+# the config each implementation adds (plain: the engine's supernet swapped for the plain one)
+IMPL_OVERRIDES = {"plain": [], "engine": [], "bf16": ["search.precision=bf16"]}
 
 
 def cpu_model() -> str:
@@ -94,7 +100,8 @@ def worker(
     from diffnas.supernet.plain import make_plain
 
     torch.set_num_interop_threads(1)
-    s = Searcher(load_config(["darts"], overrides(space, batch_size, threads, extra)))
+    config = overrides(space, batch_size, threads, [*extra, *IMPL_OVERRIDES[impl]])
+    s = Searcher(load_config(["darts"], config))
     if impl == "plain":
         make_plain(s.model)
     rss_built = current_rss_mb()
@@ -167,8 +174,10 @@ def run(
         "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
     }
     rows = []
+    per_space: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for space in spaces:
         results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
+        per_space[space] = results
         for _ in range(rounds):
             for impl in IMPLS:
                 cmd = [sys.executable, "-m", "diffnas.speed", "--worker", space, impl]
@@ -183,7 +192,10 @@ def run(
                     f"{r['peak_rss_mb']:.0f} MB"
                 )
         # ratio per round (adjacent processes), then the median over rounds
-        ratios = [p["step_s"] / e["step_s"] for p, e in zip(results["plain"], results["engine"])]
+        ratios = {
+            impl: [p["step_s"] / e["step_s"] for p, e in zip(results["plain"], results[impl])]
+            for impl in IMPLS[1:]
+        }
         flops = results["plain"][0]["flops"]
         for impl in IMPLS:
             rs = results[impl]
@@ -196,7 +208,7 @@ def run(
                     statistics.median(r["data_share"] for r in rs),
                     max(r["peak_rss_mb"] for r in rs),
                     statistics.median(r["rss_built_mb"] for r in rs),
-                    1.0 if impl == "plain" else statistics.median(ratios),
+                    1.0 if impl == "plain" else statistics.median(ratios[impl]),
                 )
             )
     echo(
@@ -211,12 +223,20 @@ def run(
             f"{r.ratio:6.2f}x"
         )
     for space in spaces:
-        p, e = (r for r in rows if r.space == space)
+        p, e, b = (r for r in rows if r.space == space)
         echo(
             f"{space}: engine {e.ratio:.2f}x faster than plain (median of per-round ratios), "
             f"peak RSS {e.peak_rss_mb / p.peak_rss_mb:.2f} of plain "
             f"({(e.peak_rss_mb - e.rss_built_mb) / (p.peak_rss_mb - p.rss_built_mb):.2f} "
             f"counting only what the steps add)"
+        )
+        bf16_vs_engine = statistics.median(
+            pe["step_s"] / pb["step_s"]
+            for pe, pb in zip(per_space[space]["engine"], per_space[space]["bf16"])
+        )
+        echo(
+            f"{space}: bf16 engine {bf16_vs_engine:.2f}x the fp32 engine's speed (median of "
+            f"per-round ratios; >1 faster), peak RSS {b.peak_rss_mb / e.peak_rss_mb:.2f} of it"
         )
     return rows
 

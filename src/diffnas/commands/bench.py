@@ -18,7 +18,9 @@ cells per stage) and the darts supernet (8 cells, C=16) with the search engine a
 plain implementation (one module per op, NCHW, outputs summed in a Python loop), each in
 its own process, alternating. Prints the CPU model, the fp32 matmul rate, step time,
 analytic FLOPs per step, FLOP rate and its share of the matmul rate, data-loading share,
-peak resident memory and the speedup over the plain implementation.
+peak resident memory and the speedup over the plain implementation; a third row, bf16, is
+the engine with search.precision=bf16 (bfloat16 autocast), with its speed relative to the
+float32 engine's.
 """
 
 QUALITY_HELP = """\
@@ -57,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_speed(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "speed",
-        help="search-step time, FLOP rate and peak memory: engine vs plain supernet",
+        help="search-step time, FLOP rate and peak memory: engine (fp32, bf16) vs plain supernet",
         description=SPEED_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

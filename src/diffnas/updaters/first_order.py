@@ -21,7 +21,8 @@ class FirstOrder(Updater):
         s.check_finite(loss, "validation")
         params = s.arch_parameters()
         # grad w.r.t. α only: the supernet's weight gradients are never formed
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        with s.autocast():  # bf16: the engine's backward recomputes under it (search.py)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p, g in zip(params, grads):
             p.grad = g
         return ArchStepResult(loss.detach(), ce.detach(), logits.detach(), val_batch[1])

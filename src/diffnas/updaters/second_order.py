@@ -81,10 +81,15 @@ class SecondOrder(Updater):
         names = list(params)
         plus = {n: params[n] + eps * vi for n, vi in zip(names, v)}
         minus = {n: params[n] - eps * vi for n, vi in zip(names, v)}
-        g_plus = torch.autograd.grad(self._train_ce(s, plus, mix, batch), leaves, allow_unused=True)
-        g_minus = torch.autograd.grad(
-            self._train_ce(s, minus, mix, batch), leaves, allow_unused=True
-        )
+        # always float32: under bf16 (search.precision) the rounding of the two passes is far
+        # above their difference at ε = eps/‖v‖ (α-gradient cosine to fp32 fell to ~0.6)
+        with s.full_precision():
+            g_plus = torch.autograd.grad(
+                self._train_ce(s, plus, mix, batch), leaves, allow_unused=True
+            )
+            g_minus = torch.autograd.grad(
+                self._train_ce(s, minus, mix, batch), leaves, allow_unused=True
+            )
         return [
             torch.zeros_like(leaf) if gp is None else (gp - gm) / (2 * eps)
             for leaf, gp, gm in zip(leaves, g_plus, g_minus)
@@ -117,9 +122,10 @@ class SecondOrder(Updater):
 
         # virtual step w' = w − ξ (μ · buffer + ∇w L_train(w, α) + λ w), or w − ξ ∇w L_train
         w_req = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        g = torch.autograd.grad(
-            self._train_ce(s, w_req, leaf_mix, train_batch), list(w_req.values())
-        )
+        with s.autocast():
+            g = torch.autograd.grad(
+                self._train_ce(s, w_req, leaf_mix, train_batch), list(w_req.values())
+            )
         step = list(g)
         if self.params.virtual_step == "optimizer":
             step = self.optimizer_direction(s, step)
@@ -129,7 +135,8 @@ class SecondOrder(Updater):
         logits = s.forward(val_batch[0], leaf_mix, w1)
         ce = s.loss_fn(logits, val_batch[1])
         s.check_finite(ce, "validation")
-        grads = torch.autograd.grad(ce, leaves + list(w1.values()), allow_unused=True)
+        with s.autocast():
+            grads = torch.autograd.grad(ce, leaves + list(w1.values()), allow_unused=True)
         d_mix = [
             torch.zeros_like(lf) if gi is None else gi
             for lf, gi in zip(leaves, grads[: len(leaves)])

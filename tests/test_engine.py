@@ -107,6 +107,71 @@ def test_depthwise_kernel_matches_conv2d_gradients(k, d, s, size) -> None:
         torch.testing.assert_close(a, b)
 
 
+def alpha_grad(
+    net: torch.nn.Module, alpha: dict, x: torch.Tensor, y: torch.Tensor, dtype
+) -> torch.Tensor:
+    """∇α of the cross-entropy, all α keys flattened, computed in `dtype`."""
+    net = copy.deepcopy(net).to(dtype)
+    a = {k: v.to(dtype).requires_grad_() for k, v in alpha.items()}
+    loss = F.cross_entropy(
+        net(x.to(dtype), MixWeights({k: torch.softmax(v, -1) for k, v in a.items()})), y
+    )
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(a.values()))]).double()
+
+
+def test_engine_float32_alpha_gradient_is_as_accurate_as_the_plain_supernet() -> None:
+    # float32 ∇α against float64, engine (channels-last) and plain (NCHW) from the same weights
+    # and batches. PyTorch's CPU BatchNorm sums channels-last tensors in one running float32
+    # sum per channel; with its statistics and the folded op-weight gradient the engine's error
+    # was 5-20x the plain supernet's here. Errors are pooled over seeds (their ratio is noisy).
+    sp = get_space(SpaceConfig(name="nb201", channels=4, layers=1))
+    err_engine = err_plain = 0.0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        engine = sp.build_supernet(SupernetConfig(), 3, 10, 16)
+        plain = make_plain(copy.deepcopy(engine))
+        alpha = {k: 1e-3 * torch.randn(s.shape) for k, s in engine.arch_specs.items()}
+        x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
+        exact = alpha_grad(plain, alpha, x, y, torch.float64)
+        err_engine += float(((alpha_grad(engine, alpha, x, y, torch.float32) - exact) ** 2).sum())
+        err_plain += float(((alpha_grad(plain, alpha, x, y, torch.float32) - exact) ** 2).sum())
+    assert err_engine**0.5 <= 2 * err_plain**0.5, (err_engine**0.5, err_plain**0.5)
+
+
+def test_channels_last_batch_norm_matches_float64() -> None:
+    # the engine's BN (statistics by pairwise sums) against float64, beside PyTorch's own
+    from diffnas.supernet.kernels import BatchStatsBatchNorm2d, batch_norm, scaled_bn
+
+    torch.manual_seed(0)
+    x = (3.0 + 2.0 * torch.randn(16, 8, 16, 16)).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    w = torch.tensor(0.3)
+    exact_out = F.batch_norm(x.double(), None, None, training=True) * 0.3
+    for fn in (lambda t, s: batch_norm(t) * s, lambda t, s: scaled_bn(t, s, 1e-5)):
+        xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+        ref = torch.autograd.grad(fn(xd, wd), (xd, wd), g.double())
+        xf, wf = x.clone().requires_grad_(), w.clone().requires_grad_()
+        out = fn(xf, wf)
+        assert (out.double() - exact_out).abs().max() < 2e-6
+        got = torch.autograd.grad(out, (xf, wf), g)
+        assert (got[0].double() - ref[0]).abs().max() < 1e-6
+        assert abs(float(got[1]) - float(ref[1])) < 1e-6 * float(g.abs().sum())
+    # modules: running statistics updated as nn.BatchNorm2d updates them (float64 here)
+    ref_bn = torch.nn.BatchNorm2d(8, momentum=0.3).double()
+    bn = copy.deepcopy(ref_bn)
+    bn.__class__ = BatchStatsBatchNorm2d
+    xd = x.double()
+    for _ in range(2):
+        torch.testing.assert_close(bn(xd), ref_bn(xd.contiguous()), rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var, rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean, rtol=0, atol=1e-12)
+    bn.eval(), ref_bn.eval()
+    torch.testing.assert_close(bn(xd), ref_bn(xd), rtol=0, atol=1e-12)
+    stock = F.batch_norm(x, None, None, training=True) * 0.3  # PyTorch's channels-last kernel
+    ours = scaled_bn(x, w, 1e-5)
+    assert (ours.double() - exact_out).abs().max() < (stock.double() - exact_out).abs().max()
+
+
 @pytest.mark.slow
 def test_bench_speed_prints_every_measure() -> None:
     from diffnas.speed import run

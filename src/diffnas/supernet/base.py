@@ -63,6 +63,12 @@ class Supernet(nn.Module):
         """Put the weights (no x) or the input x in this supernet's memory format."""
         if x is None:
             relayout(self, self.memory_format)
+            if self.memory_format == torch.channels_last:
+                from diffnas.supernet.kernels import BatchStatsBatchNorm2d
+
+                for m in self.modules():  # accurate BN statistics on channels-last tensors
+                    if type(m) is nn.BatchNorm2d:
+                        m.__class__ = BatchStatsBatchNorm2d
             return None
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from diffnas.supernet.kernels import dense_grad
+from diffnas.supernet.kernels import batch_norm, dense_grad
 from diffnas.supernet.mixed import Active, PartialChannelEdges, SourceOps
 
 
@@ -148,7 +147,7 @@ class SearchDAG(nn.Module):
         else:  # every incoming op pruned or `none`
             out = self.zeros(ref)
         if self.node_bn:
-            out = F.batch_norm(out, None, None, training=True)
+            out = batch_norm(out)
         # a node's gradient may arrive as a strided view (a slice of the cell's concatenated
         # output); the ops it flows back into are much faster on a dense one
         return dense_grad(out)

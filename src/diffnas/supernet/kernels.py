@@ -160,8 +160,180 @@ class _DenseGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.fmt)
 
 
+def batch_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased variance) per channel of y, from pairwise sums of y and y².
+
+    PyTorch's CPU BN kernel sums a channels-last tensor over N·H·W in one running float32
+    sum per channel, ~100x less accurate than its NCHW kernel; the errors reach every
+    gradient (docs/engine.md). torch.sum reduces pairwise. E[y²] − E[y]² loses digits when
+    |mean| ≫ std, which the supernet's BN inputs (conv and pool outputs) are not; a second
+    pass over y − mean would cost ~10 % of a darts step.
+    """
+    if y.dtype in (torch.bfloat16, torch.float16):  # autocast (search.precision)
+        y = y.float()  # statistics in float32, as the BN parameters they meet
+    c = y.shape[1]
+    n = y.numel() // c
+    mean = y.sum(dim=(0, 2, 3)) / n
+    return mean, ((y * y).sum(dim=(0, 2, 3)) / n - mean * mean).clamp_min(0.0)
+
+
+def _normalize(
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch-statistics BN of y with `batch_stats` (or the given ones): (out, mean, invstd)."""
+    mean, var = batch_stats(y) if stats is None else stats
+    # eval mode normalizes with the statistics it is given: (y − mean) / √(var + eps) · w + b
+    out = torch.native_batch_norm(y, weight, bias, mean, var, False, 0.0, eps)[0]
+    return out, mean, torch.rsqrt(var + eps)
+
+
+def _grads_of(
+    recompute: Any, inputs: tuple[torch.Tensor | None, ...], needs: list[bool], grad: torch.Tensor
+) -> tuple[torch.Tensor | None, ...]:
+    """The input gradients of `recompute(*inputs)` (PyTorch's differentiable kernels) for a
+    backward taken with create_graph=True: the hand-written backwards below are exact
+    first derivatives but not differentiable themselves, so a second derivative (a
+    double-backward Hessian-vector product) differentiates this recomputation instead."""
+    wanted = [t for t, n in zip(inputs, needs) if n and t is not None]
+    with torch.enable_grad():
+        out = recompute(*inputs)
+        found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    return tuple(next(found) if n and t is not None else None for t, n in zip(inputs, needs))
+
+
+class _BatchNorm(torch.autograd.Function):
+    """BN with batch statistics `stats` (mean, biased variance), computed by the caller."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        y: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        eps: float,
+        stats: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        out, mean, invstd = _normalize(y, weight, bias, eps, stats)
+        ctx.save_for_backward(y, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        y, weight, bias, mean, invstd = ctx.saved_tensors
+        mask = list(ctx.needs_input_grad[:3])
+        if not any(mask):
+            return None, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph: second derivatives wanted
+            eps = ctx.eps
+
+            def bn(y: Any, weight: Any, bias: Any) -> torch.Tensor:
+                return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
+
+            return (*_grads_of(bn, (y, weight, bias), mask, grad), None, None)
+        grads = torch.ops.aten.native_batch_norm_backward(
+            grad, y, weight, None, None, mean, invstd, True, ctx.eps, mask
+        )
+        return (*(g if need else None for g, need in zip(grads, mask)), None, None)
+
+
+def batch_norm(
+    y: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """F.batch_norm(y, None, None, weight, bias, training=True, eps=eps), with NCHW-level
+    float accuracy for channels-last y (PyTorch's own kernel is used for NCHW y)."""
+    if y.dim() != 4 or y.is_contiguous():
+        return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
+    with torch.no_grad():
+        stats = batch_stats(y)
+    return _BatchNorm.apply(y, weight, bias, eps, stats)
+
+
+class BatchStatsBatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d whose batch-statistics forward (training mode, or no running
+    statistics) on channels-last input takes its statistics from `batch_stats`, and
+    updates running statistics as nn.BatchNorm2d does; everything else is nn.BatchNorm2d's.
+    Channels-last supernets switch their BNs to it (Supernet.set_layout)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        batch = self.training or self.running_mean is None
+        if not batch or input.dim() != 4 or input.is_contiguous():
+            return super().forward(input)
+        with torch.no_grad():
+            mean, var = batch_stats(input)
+            if self.training and self.track_running_stats and self.running_mean is not None:
+                assert self.running_var is not None and self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                if m is None:  # cumulative moving average
+                    m = 1.0 / float(self.num_batches_tracked)
+                n = input.numel() // input.shape[1]
+                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+        return _BatchNorm.apply(input, self.weight, self.bias, self.eps, (mean, var))
+
+
+def _scale_grad(
+    grad: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor
+) -> torch.Tensor:
+    """Σ grad · (y − mean) · invstd over every element: the gradient of a BN's scalar weight.
+
+    PyTorch's CPU BN backward reduces a channels-last tensor over N·H·W in one running float32
+    sum per channel; a folded op weight (an α gradient) summed that way is ~100x less accurate
+    than the NCHW reduction. torch.sum's pairwise reduction keeps float rounding at NCHW's level.
+    """
+    c = y.shape[1]
+    per_channel = (grad * (y - mean.view(1, c, 1, 1))).sum(dim=(0, 2, 3))
+    return (per_channel * invstd).sum()
+
+
+class _ScaledBN(torch.autograd.Function):
+    """batch_norm(y, weight=w·1) with batch statistics, w a one-element tensor (an op weight)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        scale = w.reshape(1).expand(y.shape[1]).contiguous()  # stride-0 is slow
+        out, mean, invstd = _normalize(y, scale, None, eps)
+        ctx.save_for_backward(y, w, scale, mean, invstd)
+        ctx.eps, ctx.w_shape = eps, w.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        y, w, scale, mean, invstd = ctx.saved_tensors
+        need_y, need_w = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():  # create_graph: second derivatives wanted
+            eps = ctx.eps
+
+            def sbn(y: Any, w: Any) -> torch.Tensor:
+                s = w.reshape(1).expand(y.shape[1]).contiguous()
+                return F.batch_norm(y, None, None, s, None, True, 0.0, eps)
+
+            return (*_grads_of(sbn, (y, w), [need_y, need_w], grad), None)
+        grad_y = grad_w = None
+        if need_y:
+            grad_y = torch.ops.aten.native_batch_norm_backward(
+                grad, y, scale, None, None, mean, invstd, True, ctx.eps, [True, False, False]
+            )[0]
+        if need_w:
+            grad_w = _scale_grad(grad, y, mean, invstd).reshape(ctx.w_shape)
+        return grad_y, grad_w, None
+
+
+def scaled_bn(y: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """w · batch_norm(y) with batch statistics and no affine parameters; w: one element."""
+    return _ScaledBN.apply(y, w, eps)
+
+
 class _ConvScaledBN(torch.autograd.Function):
-    """batch_norm(conv(x), weight=scale) with batch statistics, keeping only x for
+    """batch_norm(conv(x), weight=w·1) with batch statistics, keeping only x for
     backward: the conv output is recomputed there (for cheap convs such as 1x1)."""
 
     @staticmethod
@@ -169,38 +341,50 @@ class _ConvScaledBN(torch.autograd.Function):
         ctx: Any,
         x: torch.Tensor,
         weight: torch.Tensor,
-        scale: torch.Tensor,
+        w: torch.Tensor,
         eps: float,
     ) -> torch.Tensor:
         y = F.conv2d(x, weight)
-        out, mean, invstd = torch.native_batch_norm(y, scale, None, None, None, True, 0.0, eps)
-        ctx.save_for_backward(x, weight, scale, mean, invstd)
-        ctx.eps = eps
+        scale = w.reshape(1).expand(y.shape[1]).contiguous()
+        out, mean, invstd = _normalize(y, scale, None, eps)
+        ctx.save_for_backward(x, weight, w, scale, mean, invstd)
+        ctx.eps, ctx.w_shape = eps, w.shape
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, scale, mean, invstd = ctx.saved_tensors
+        x, weight, w, scale, mean, invstd = ctx.saved_tensors
         need_x, need_w, need_scale = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph: second derivatives wanted
+            eps = ctx.eps
+
+            def cbn(x: Any, weight: Any, w: Any) -> torch.Tensor:
+                y = F.conv2d(x, weight)
+                s = w.reshape(1).expand(y.shape[1]).contiguous()
+                return F.batch_norm(y, None, None, s, None, True, 0.0, eps)
+
+            needs = [need_x, need_w, need_scale]
+            return (*_grads_of(cbn, (x, weight, w), needs, grad), None)
         y = F.conv2d(x, weight)
-        grad_y, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
-            grad, y, scale, None, None, mean, invstd, True, ctx.eps,
-            [need_x or need_w, need_scale, False],
-        )  # fmt: skip
-        grad_x = grad_w = None
+        grad_y = grad_x = grad_w = grad_scale = None
         if need_x or need_w:
+            grad_y = torch.ops.aten.native_batch_norm_backward(
+                grad, y, scale, None, None, mean, invstd, True, ctx.eps, [True, False, False]
+            )[0]
             grad_x, grad_w = torch.ops.aten.convolution_backward(
                 grad_y, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                 [need_x, need_w, False],
             )[:2]  # fmt: skip
+        if need_scale:
+            grad_scale = _scale_grad(grad, y, mean, invstd).reshape(ctx.w_shape)
         return grad_x, grad_w, grad_scale, None
 
 
 def conv1x1_scaled_bn(
-    conv: nn.Conv2d, x: torch.Tensor, scale: torch.Tensor, eps: float
+    conv: nn.Conv2d, x: torch.Tensor, w: torch.Tensor, eps: float
 ) -> torch.Tensor:
-    """batch_norm(conv(x), weight=scale) for `pointwise_1x1(conv)`, without keeping conv(x)."""
-    return _ConvScaledBN.apply(x, conv.weight, scale, eps)
+    """w · batch_norm(conv(x)) for `pointwise_1x1(conv)`, without keeping conv(x); w: one element."""
+    return _ConvScaledBN.apply(x, conv.weight, w, eps)
 
 
 def pointwise_1x1(m: nn.Conv2d) -> bool:

@@ -20,6 +20,7 @@ from diffnas.supernet.kernels import (
     depthwise_pointwise,
     fast_depthwise,
     pointwise_1x1,
+    scaled_bn,
 )
 
 Active = list[list[int]]
@@ -189,8 +190,7 @@ def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.
         and pointwise_1x1(first)
         and isinstance(last, nn.BatchNorm2d)
     ):  # a 1x1 conv is cheap to recompute: its output is not kept for backward
-        scale = w.reshape(1).expand(last.num_features).contiguous()
-        return conv1x1_scaled_bn(first, h, scale, last.eps)
+        return conv1x1_scaled_bn(first, h, w, last.eps)
     i = 0
     while i < len(body) - 1:
         m = body[i]
@@ -206,8 +206,7 @@ def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.
         i += 1
     if _stateless_bn(last):
         assert isinstance(last, nn.BatchNorm2d)
-        scale = w.reshape(1).expand(last.num_features).contiguous()  # stride-0 is slow
-        return F.batch_norm(h, None, None, scale, None, True, 0.0, last.eps)
+        return scaled_bn(h, w, last.eps)
     return last(h) * w
 
 

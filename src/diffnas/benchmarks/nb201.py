@@ -130,9 +130,21 @@ def _official_api(path: str) -> Any:
     require_extra("nb201", "nas_201_api", what="reading the official NAS-Bench-201 file")
     from nas_201_api import NASBench201API
 
-    # the user's own benchmark file, a pickle of plain Python objects (torch.load's default
-    # weights_only mode refuses some of them); the API prints as it loads
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    # the benchmark file is a torch pickle of plain dicts, lists, strings and numbers: load it
+    # as data only (a file naming any other object could run code when unpickled)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            names = []
+        raise DatasetError(
+            f"'{path}' is not a NAS-Bench-201 file diffnas can read as plain data"
+            + (f" (it names {', '.join(names)})" if names else "")
+            + "; diffnas does not unpickle code from files: use the official "
+            "NAS-Bench-201-v1_0/v1_1 .pth file, or drop --nb201-file"
+        ) from None
     with contextlib.redirect_stdout(io.StringIO()):
         return NASBench201API(data, verbose=False)
 

@@ -20,7 +20,7 @@ import pytest
 import diffnas
 from diffnas.callbacks.loggers import LOGGERS, CsvLogger, check_loggers
 from diffnas.cli import main
-from diffnas.commands.search import LOGGER_NAMES
+from diffnas.commands._common import LOGGER_NAMES
 from diffnas.errors import ConfigError
 from diffnas.run import RunDir
 from diffnas.search import Meters

@@ -137,6 +137,27 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--in-channels", type=int, help="input image channels (default 3)")
 
 
+LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """--no-progress and --logger, shared by the run commands (search, train)."""
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar, one plain line per epoch (also the default when stdout is not "
+        "a terminal)",
+    )
+    p.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGER_NAMES,
+        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
+        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
+    )
+
+
 def progress_args(args: argparse.Namespace) -> tuple[bool | None, list[Any] | None]:
     """`progress` and `callbacks` of a run for --no-progress: no bar, still a line per epoch."""
     if not args.no_progress:

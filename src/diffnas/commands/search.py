@@ -8,12 +8,11 @@ from rich.console import Console
 
 from diffnas.commands._common import (
     add_config_args,
+    add_output_args,
     add_search_size_args,
     config_from_args,
     progress_args,
 )
-
-LOGGER_NAMES = ("csv", "tensorboard", "wandb", "mlflow")
 
 HELP = """\
 Run a differentiable architecture search and write a run directory with config.yaml,
@@ -41,20 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "may change it (other changes are refused with the list of differences); "
         "--print-config and --dry-run show the resumed config without running",
     )
-    p.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar, one plain line per epoch (also the default when stdout is not "
-        "a terminal)",
-    )
-    p.add_argument(
-        "--logger",
-        action="append",
-        default=[],
-        choices=LOGGER_NAMES,
-        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
-        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
-    )
+    add_output_args(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
         "--dry-run",

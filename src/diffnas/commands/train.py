@@ -6,8 +6,13 @@ import argparse
 
 from rich.console import Console
 
-from diffnas.commands._common import RUN_FLAGS, add_run_args, flag_overrides, progress_args
-from diffnas.commands.search import LOGGER_NAMES
+from diffnas.commands._common import (
+    RUN_FLAGS,
+    add_output_args,
+    add_run_args,
+    flag_overrides,
+    progress_args,
+)
 
 HELP = """\
 Train the discrete network of a genotype with the DARTS evaluation recipe: auxiliary head
@@ -77,20 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train.grad_clip, train.eval_every, checkpoint and log keys may change it (other "
         "changes are refused with the list of differences)",
     )
-    p.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar, one plain line per epoch (also the default when stdout is not "
-        "a terminal)",
-    )
-    p.add_argument(
-        "--logger",
-        action="append",
-        default=[],
-        choices=LOGGER_NAMES,
-        help="also log to csv, tensorboard, wandb (offline) or mlflow (file store) in the run "
-        "directory; repeatable, added to log.loggers (with --resume: loggers the run lacks)",
-    )
+    add_output_args(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 

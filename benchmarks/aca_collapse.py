@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import diffnas
-from diffnas.benchmarks import nb201
 from diffnas.callbacks.base import Callback
 from diffnas.derive.aca import AdaptiveChannelAllocation
+from diffnas.nasbench import nb201
 from diffnas.spaces.genotype import Genotype
 from diffnas.spaces.nb201 import to_nb201_string
 

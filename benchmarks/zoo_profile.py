@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from diffnas.evaluate.network import resolve_model
-from diffnas.evaluate.profile import profile
+from diffnas.retrain.network import resolve_model
+from diffnas.retrain.profile import profile
 from diffnas.spaces import zoo
 
 

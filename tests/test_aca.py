@@ -12,15 +12,17 @@ from rich.console import Console
 from torch import nn
 
 import diffnas
-from diffnas.benchmarks import nb201
 from diffnas.cli import main
 from diffnas.config import SpaceConfig, SupernetConfig, load_config
 from diffnas.derive.aca import AdaptiveChannelAllocation, below_mean_fraction, taylor_importance
 from diffnas.errors import ConfigError, GenotypeError
+from diffnas.nasbench import nb201
 from diffnas.run import RunDir
 from diffnas.search import Searcher
 from diffnas.spaces import get_space, load_genotype
-from diffnas.spaces.aca import (
+from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
+from diffnas.spaces.ops import DARTS_OPS, NB201_OPS, FactorizedReduce
+from diffnas.spaces.split_edge import (
     CHANNELWISE,
     NARROW,
     ACAEdge,
@@ -28,8 +30,6 @@ from diffnas.spaces.aca import (
     edge_cost,
     split_channels,
 )
-from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
-from diffnas.spaces.ops import DARTS_OPS, NB201_OPS, FactorizedReduce
 from diffnas.supernet.mixed import MixWeights
 
 from .conftest import tiny_config

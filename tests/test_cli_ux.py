@@ -175,13 +175,13 @@ def test_digits_match_scikit_learn_where_installed() -> None:
         (
             "pymoo",
             lambda tmp: __import__(
-                "diffnas.network_search.search"
-            ).network_search.search.resume_netsearch(tmp),
+                "diffnas.network_search.evolution"
+            ).network_search.evolution.resume_netsearch(tmp),
             "netsearch",
         ),
         (
             "onnxruntime",
-            lambda tmp: __import__("diffnas.evaluate.export").evaluate.export.export_model(
+            lambda tmp: __import__("diffnas.retrain.export").evaluate.export.export_model(
                 None, (1, 8, 8), tmp
             ),
             "export",
@@ -239,7 +239,7 @@ def test_search_has_the_size_flags_of_train(capsys) -> None:
 
 
 def test_threads_default_is_the_cores_everywhere(tmp_path) -> None:
-    from diffnas import quality
+    from diffnas.bench import quality
 
     parser = build_parser()
     for argv in (["search"], ["train"], ["bench", "speed"], ["bench", "quality"]):
@@ -291,8 +291,8 @@ def test_no_progress_keeps_one_line_per_epoch(tmp_path, capsys) -> None:
 
 # --------------------------------------------------------------------------- lookups
 def test_lookup_labels_each_source(monkeypatch) -> None:
-    from diffnas.benchmarks import nb201
     from diffnas.commands.lookup import lookup_lines
+    from diffnas.nasbench import nb201
 
     if nb201.available():
         lines = lookup_lines("NB201_OPTIMUM")
@@ -335,8 +335,8 @@ def _tiny_nb201_file(path: Path) -> None:
 
 
 def test_lookup_reads_an_official_nas_bench_201_file(tmp_path, monkeypatch) -> None:
-    from diffnas.benchmarks import nb201
     from diffnas.commands.lookup import lookup_lines
+    from diffnas.nasbench import nb201
 
     path = tmp_path / "NAS-Bench-201-tiny.pth"
     _tiny_nb201_file(path)
@@ -354,8 +354,8 @@ def test_lookup_reads_an_official_nas_bench_201_file(tmp_path, monkeypatch) -> N
 def test_what_selects_uses_a_held_out_split() -> None:
     # (training's test split once at the end: test_train.py and test_netsearch.py)
     from diffnas.config import DataConfig, NetsearchConfig
-    from diffnas.evaluate.config import TrainLoopConfig
-    from diffnas.network_search.evaluate import proxy_config
+    from diffnas.network_search.proxy import proxy_config
+    from diffnas.retrain.config import TrainLoopConfig
 
     proxy = proxy_config(NetsearchConfig(), DataConfig(), 0, 0, "cpu").train
     assert proxy.holdout > 0 and not proxy.final_test  # netsearch selects on val_acc only
@@ -381,9 +381,9 @@ def test_profile_never_cuts_a_name(tmp_path, monkeypatch, capsys) -> None:
 
 
 def test_search_lookup_uses_the_official_file_when_named(tmp_path, monkeypatch) -> None:
-    from diffnas.benchmarks import nb201
     from diffnas.callbacks.lookup import Nb201Lookup
     from diffnas.callbacks.progress import epoch_line
+    from diffnas.nasbench import nb201
     from diffnas.spaces import zoo
 
     path = tmp_path / "NAS-Bench-201-tiny.pth"

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import torch
 
+from diffnas.bench.latency import LatencyPredictor, layout_of
 from diffnas.callbacks.base import Callback
 from diffnas.config import Config, load_config
 from diffnas.errors import ConfigError
-from diffnas.latency import LatencyPredictor, layout_of
 from diffnas.parts import (
     Derivation,
     Regularizer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from diffnas.draw import (
+from diffnas.report.draw import (
     OUTPUT,
     cell_graph,
     draw_genotype,

@@ -174,7 +174,7 @@ def test_channels_last_batch_norm_matches_float64() -> None:
 
 @pytest.mark.slow
 def test_bench_speed_prints_every_measure() -> None:
-    from diffnas.speed import run
+    from diffnas.bench.speed import run
 
     lines: list[str] = []
     extra = ["space.channels=4", "space.layers=1"]

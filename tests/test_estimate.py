@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import diffnas.estimate as est_mod
+import diffnas.bench.estimate as est_mod
+from diffnas.bench.estimate import BACKWARD_FACTOR, HEADROOM, Estimate, _line, estimate
 from diffnas.cli import main
 from diffnas.errors import ResourceError
-from diffnas.estimate import BACKWARD_FACTOR, HEADROOM, Estimate, _line, estimate
 
 from .conftest import tiny_config
 

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from diffnas.errors import ConfigError, ExportError
-from diffnas.evaluate import export_model, export_spec, resolve_model, train
-from diffnas.evaluate.accuracy import evaluate_run
-from diffnas.evaluate.network import build_model
+from diffnas.retrain import export_model, export_spec, resolve_model, train
+from diffnas.retrain.accuracy import evaluate_run
+from diffnas.retrain.network import build_model
 from diffnas.spaces import zoo
 
 from .test_train import tiny_train

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import diffnas
+from diffnas.bench.latency import LatencyDataset, LatencyPredictor, collect, encode_genotype, fit
 from diffnas.cli import main
 from diffnas.config import SpaceConfig
 from diffnas.errors import ConfigError, DatasetError
-from diffnas.latency import LatencyDataset, LatencyPredictor, collect, encode_genotype, fit
 from diffnas.parts import RegContext
 from diffnas.search import Searcher
 from diffnas.spaces import get_space, zoo

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffnas.benchmarks import nb201
+from diffnas.nasbench import nb201
 from diffnas.spaces import zoo
 from diffnas.spaces.nb201 import from_nb201_string
 

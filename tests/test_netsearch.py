@@ -10,12 +10,12 @@ import torch
 from diffnas.cli import main
 from diffnas.config import load_config
 from diffnas.errors import ConfigError, GenotypeError
-from diffnas.evaluate.network import build_model
-from diffnas.evaluate.profile import count_params
 from diffnas.network_search import GenomeSpace, network_genotype, run_netsearch
-from diffnas.network_search.evaluate import network_params
+from diffnas.network_search.evolution import dominates, read_candidates, resume_netsearch
 from diffnas.network_search.genome import Candidate
-from diffnas.network_search.search import dominates, read_candidates, resume_netsearch
+from diffnas.network_search.proxy import network_params
+from diffnas.retrain.network import build_model
+from diffnas.retrain.profile import count_params
 from diffnas.spaces import Genotype, load_genotype
 from diffnas.spaces.genotype import CellGenotype, Edge
 
@@ -170,8 +170,8 @@ def test_tiny_nsga2_two_stages_front_and_resume(tmp_path, capsys) -> None:
     assert chosen.info["params"] == best["params"]
     assert count_params(build_model(chosen, num_classes=10, in_channels=1))[0] == best["params"]
     # diffnas train builds the genotype's own network, whatever the preset's sizes say
-    from diffnas.evaluate.config import load_train_config
-    from diffnas.evaluate.train import Trainer
+    from diffnas.retrain.config import load_train_config
+    from diffnas.retrain.train import Trainer
 
     trainer = Trainer(load_train_config(["train/digits"], ["threads=1"]), chosen)
     assert trainer.config.model.channels is None and trainer.config.model.layers is None
@@ -231,8 +231,8 @@ def test_netsearch_section_is_a_config_section(capsys) -> None:
 
 
 def test_train_holdout_splits_the_training_data_and_reports_validation(tmp_path) -> None:
-    from diffnas.evaluate.config import load_train_config
-    from diffnas.evaluate.train import Trainer
+    from diffnas.retrain.config import load_train_config
+    from diffnas.retrain.train import Trainer
 
     def trainer(seed: int) -> Trainer:
         cfg = load_train_config(

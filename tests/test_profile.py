@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from diffnas.evaluate.network import build_model, resolve_model
-from diffnas.evaluate.profile import check_edges, count_macs, count_params, profile
+from diffnas.retrain.network import build_model, resolve_model
+from diffnas.retrain.profile import check_edges, count_macs, count_params, profile
 from diffnas.spaces import Genotype, zoo
 from diffnas.spaces.genotype import CellGenotype, Edge
 

@@ -13,12 +13,12 @@ from collections import Counter
 import pytest
 import torch
 
-from diffnas.benchmarks import nb201
+from diffnas.bench.quality import MethodSpec, execute, plan, read_row, run_dir_for, run_job
 from diffnas.cli import main
 from diffnas.config import load_config
 from diffnas.derive.random_search import RandomSearch, pick_best, sample_cells
 from diffnas.errors import ConfigError
-from diffnas.quality import MethodSpec, execute, plan, read_row, run_dir_for, run_job
+from diffnas.nasbench import nb201
 from diffnas.search import Searcher
 from diffnas.spaces import get_space
 from diffnas.spaces.nb201 import from_nb201_string
@@ -275,7 +275,7 @@ def test_a_failing_run_is_a_failed_row_and_is_tried_again(tmp_path, tiny_protoco
 ORPHAN_SCRIPT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from diffnas.quality import _exit_with_parent
+from diffnas.bench.quality import _exit_with_parent
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(

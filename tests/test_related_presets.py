@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import diffnas
-from diffnas.benchmarks import nb201
 from diffnas.config import load_config
+from diffnas.nasbench import nb201
 
 from .conftest import tiny_config
 

@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 import diffnas
+from diffnas.bench.quality import Job, MethodSpec, plan, run_job
 from diffnas.callbacks.base import Callback
 from diffnas.cli import main
 from diffnas.data import load_dataset
 from diffnas.errors import CheckpointError, ConfigError, DatasetError, NumericalError
-from diffnas.quality import Job, MethodSpec, plan, run_job
 from diffnas.run import LOCK, MARKER, DirLock, RunDir
 from diffnas.utils import atomic_torch_save, atomic_write_text, load_checkpoint
 
@@ -321,8 +321,8 @@ def test_run_directory_marker_and_lock_files(tmp_path) -> None:
 
 def test_training_resume_applies_allowed_changes_and_refuses_the_rest(tmp_path, capsys) -> None:
     from diffnas.config import to_dict
-    from diffnas.evaluate import load_train_config
-    from diffnas.evaluate.train import resume_training_config
+    from diffnas.retrain import load_train_config
+    from diffnas.retrain.train import resume_training_config
 
     cfg = load_train_config(["train/digits"], ["model.channels=4", "train.epochs=2"])
     run = RunDir.create(cfg, tmp_path / "train")
@@ -341,7 +341,7 @@ def test_training_resume_applies_allowed_changes_and_refuses_the_rest(tmp_path, 
 
 def test_netsearch_never_writes_into_a_user_directory_and_locks_its_own(tmp_path: Path) -> None:
     from diffnas.config import load_config
-    from diffnas.network_search.search import netsearch, resume_netsearch
+    from diffnas.network_search.evolution import netsearch, resume_netsearch
 
     config = load_config(["darts"], ["data.dataset=digits"])
     mine = tmp_path / "mine"

@@ -71,9 +71,9 @@ search: {epochs: 1}
 
 
 def test_bench_refuses_to_reuse_runs_made_with_other_settings(tmp_path) -> None:
+    from diffnas.bench.quality import BENCH_FILE, MethodSpec, plan
     from diffnas.config import from_dict
     from diffnas.errors import ConfigError
-    from diffnas.quality import BENCH_FILE, MethodSpec, plan
     from diffnas.run import RunDir
     from diffnas.utils import atomic_write_json
 
@@ -98,7 +98,7 @@ def test_bench_refuses_to_reuse_runs_made_with_other_settings(tmp_path) -> None:
 
 # --------------------------------------------------------------------------- item 4
 def test_dry_run_of_a_huge_supernet_builds_only_small_ones(capsys, monkeypatch) -> None:
-    import diffnas.estimate as est
+    import diffnas.bench.estimate as est
     from diffnas.cli import main
     from diffnas.spaces.nb201 import Nb201Space
 
@@ -126,7 +126,7 @@ def test_dry_run_of_a_huge_supernet_builds_only_small_ones(capsys, monkeypatch) 
 
 def test_scaled_estimate_matches_the_full_probe() -> None:
     """Reference: the full probe, which builds the C=12 supernet and measures it."""
-    from diffnas.estimate import estimate, parameter_mb, probe_channels, scaled_estimate
+    from diffnas.bench.estimate import estimate, parameter_mb, probe_channels, scaled_estimate
     from diffnas.search import Searcher
 
     from .conftest import tiny_config
@@ -146,7 +146,7 @@ def test_scaled_estimate_matches_the_full_probe() -> None:
 
 def test_a_run_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch) -> None:
     import diffnas
-    import diffnas.estimate as est
+    import diffnas.bench.estimate as est
     from diffnas.errors import ResourceError
 
     from .conftest import tiny_config

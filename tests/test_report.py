@@ -9,10 +9,10 @@ import re
 import pytest
 
 import diffnas
-from diffnas.benchmarks import nb201
 from diffnas.callbacks.base import Callback
 from diffnas.cli import main
 from diffnas.config import dump_config
+from diffnas.nasbench import nb201
 from diffnas.report import collect_series, write_report
 from diffnas.run import RunDir
 from diffnas.spaces.nb201 import to_nb201_string

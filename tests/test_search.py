@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import diffnas
-from diffnas.benchmarks import nb201
 from diffnas.callbacks.base import Callback
 from diffnas.errors import CheckpointError, NumericalError
+from diffnas.nasbench import nb201
 from diffnas.run import RunDir
 from diffnas.spaces import load_genotype
 

@@ -6,9 +6,9 @@ import torch
 import diffnas
 from diffnas.callbacks.base import Callback
 from diffnas.errors import CheckpointError, ConfigError
-from diffnas.evaluate import Trainer, load_train_config, train
-from diffnas.evaluate.accuracy import evaluate_run
-from diffnas.evaluate.network import build_model, load_trained
+from diffnas.retrain import Trainer, load_train_config, train
+from diffnas.retrain.accuracy import evaluate_run
+from diffnas.retrain.network import build_model, load_trained
 from diffnas.run import RunDir
 from diffnas.spaces import zoo
 

@@ -23,13 +23,13 @@ _LAZY = {
     "Config": "diffnas.config",
     "load_config": "diffnas.config",
     "DiffnasError": "diffnas.errors",
-    "TrainConfig": "diffnas.evaluate",
-    "TrainResult": "diffnas.evaluate",
-    "resume_training": "diffnas.evaluate",
-    "train": "diffnas.evaluate",
-    "NetsearchResult": "diffnas.network_search.search",
-    "netsearch": "diffnas.network_search.search",
-    "resume_netsearch": "diffnas.network_search.search",
+    "TrainConfig": "diffnas.retrain",
+    "TrainResult": "diffnas.retrain",
+    "resume_training": "diffnas.retrain",
+    "train": "diffnas.retrain",
+    "NetsearchResult": "diffnas.network_search.evolution",
+    "netsearch": "diffnas.network_search.evolution",
+    "resume_netsearch": "diffnas.network_search.evolution",
     "Searcher": "diffnas.search",
     "SearchResult": "diffnas.search",
     "resume": "diffnas.search",
@@ -65,8 +65,8 @@ if TYPE_CHECKING:
     from diffnas import choices, plugins
     from diffnas.config import Config, load_config
     from diffnas.errors import DiffnasError
-    from diffnas.evaluate import TrainConfig, TrainResult, resume_training, train  # type: ignore[no-redef]
-    from diffnas.network_search.search import NetsearchResult, netsearch, resume_netsearch
+    from diffnas.network_search.evolution import NetsearchResult, netsearch, resume_netsearch
+    from diffnas.retrain import TrainConfig, TrainResult, resume_training, train  # type: ignore[no-redef]
     from diffnas.search import Searcher, SearchResult, resume, search
     from diffnas.spaces import Genotype, get_space, load_genotype
 

@@ -486,10 +486,10 @@ class Searcher:
 
 # =========================================================================== entry points
 def default_callbacks(config: Config, progress: bool | None = None) -> list[Callback]:
-    from diffnas.benchmarks import nb201
     from diffnas.callbacks.loggers import build_loggers
     from diffnas.callbacks.lookup import Nb201Lookup
     from diffnas.callbacks.progress import ProgressBar
+    from diffnas.nasbench import nb201
 
     cbs: list[Callback] = []
     if (
@@ -571,7 +571,7 @@ def search(
         )
     cfg = _as_config(config, overrides)
     if dataset is None:  # a run larger than the digits default: refuse it if it cannot fit
-        from diffnas.estimate import preflight
+        from diffnas.bench.estimate import preflight
 
         preflight(cfg)
     path = out if out is not None else cfg.out

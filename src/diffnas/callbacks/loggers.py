@@ -168,7 +168,7 @@ class ExperimentLogger(Callback["Loop"]):
 # the loggers of one run draw the same figures: render each once
 @functools.lru_cache(maxsize=8)
 def _cell_rgb(genotype_json: str) -> np.ndarray:
-    from diffnas.draw import draw_genotype, figure_rgb
+    from diffnas.report.draw import draw_genotype, figure_rgb
     from diffnas.spaces.genotype import Genotype
 
     return figure_rgb(draw_genotype(Genotype.from_json(json.loads(genotype_json))))
@@ -176,7 +176,7 @@ def _cell_rgb(genotype_json: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _heatmap_rgb(key: str, matrix_json: str, labels_json: str, epoch: int) -> np.ndarray:
-    from diffnas.draw import alpha_heatmap, figure_rgb
+    from diffnas.report.draw import alpha_heatmap, figure_rgb
 
     ops, edges = json.loads(labels_json)
     return figure_rgb(alpha_heatmap(key, json.loads(matrix_json), ops, edges, epoch))
@@ -213,7 +213,7 @@ def epoch_scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def alpha_labels(s: Any) -> dict[str, tuple[list[str], list[str]]]:
     """Per α key: op names and edge labels (as the cell drawing names nodes) of the loop's
     space; empty when the loop has no searched space."""
-    from diffnas.draw import edge_label
+    from diffnas.report.draw import edge_label
 
     space = getattr(s, "space", None)
     config = getattr(s, "config", None)

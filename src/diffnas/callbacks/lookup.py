@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from diffnas.benchmarks import nb201
 from diffnas.callbacks.base import Callback
+from diffnas.nasbench import nb201
 
 if TYPE_CHECKING:
     from diffnas.search import Searcher

@@ -84,8 +84,8 @@ def _register_speed(sub: argparse._SubParsersAction) -> None:
 
 
 def run_speed(args: argparse.Namespace) -> int:
+    from diffnas.bench.speed import run
     from diffnas.errors import ConfigError
-    from diffnas.speed import run
 
     for name, value in (("steps", args.steps), ("rounds", args.rounds)):
         if value < 1:
@@ -103,7 +103,7 @@ def run_speed(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- quality
 def _register_quality(sub: argparse._SubParsersAction) -> None:
-    from diffnas.quality import DEFAULT_METHODS, DEFAULT_PROTOCOL
+    from diffnas.bench.quality import DEFAULT_METHODS, DEFAULT_PROTOCOL
 
     q = sub.add_parser(
         "quality",
@@ -154,7 +154,7 @@ def _register_quality(sub: argparse._SubParsersAction) -> None:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from diffnas import quality
+    from diffnas.bench import quality
 
     console = Console(stderr=True)
     out = Path(args.out)

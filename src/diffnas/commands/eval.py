@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffnas.evaluate.accuracy import evaluate_run
+    from diffnas.retrain.accuracy import evaluate_run
 
     out = Console(soft_wrap=True)
     results = evaluate_run(

@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffnas.evaluate.export import export_spec
-    from diffnas.evaluate.network import resolve_model
+    from diffnas.retrain.export import export_spec
+    from diffnas.retrain.network import resolve_model
     from diffnas.utils import set_threads
 
     set_threads(args.threads)

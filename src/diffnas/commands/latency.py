@@ -107,8 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_collect(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from diffnas.bench.latency import collect
     from diffnas.commands._common import config_from_args
-    from diffnas.latency import collect
     from diffnas.spaces import get_space
     from diffnas.utils import resolve_device, set_threads
 
@@ -148,7 +148,7 @@ def run_collect(args: argparse.Namespace) -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from diffnas.latency import LatencyDataset, fit
+    from diffnas.bench.latency import LatencyDataset, fit
 
     dataset = LatencyDataset.load(args.dataset)
     model, report = fit(

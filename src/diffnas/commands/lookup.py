@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def lookup_lines(cell: str, nb201_file: str | None = None) -> list[str]:
     """The lines `diffnas lookup CELL` prints: every source that scores the cell, labelled."""
-    from diffnas.benchmarks import nb201
+    from diffnas.nasbench import nb201
     from diffnas.spaces import load_genotype, zoo
     from diffnas.spaces.nb201 import to_nb201_string
 

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from diffnas.commands._common import flag_overrides
     from diffnas.config import dump_config
     from diffnas.errors import ConfigError
-    from diffnas.network_search.search import netsearch, resume_netsearch
+    from diffnas.network_search.evolution import netsearch, resume_netsearch
 
     out = Console(soft_wrap=True)
     log = lambda m: out.print(m, highlight=False)  # noqa: E731 (one line per candidate/generation)

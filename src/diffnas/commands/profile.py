@@ -68,8 +68,8 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from diffnas.errors import ConfigError
-    from diffnas.evaluate.network import resolve_model
-    from diffnas.evaluate.profile import profile
+    from diffnas.retrain.network import resolve_model
+    from diffnas.retrain.profile import profile
     from diffnas.utils import resolve_device, set_threads
 
     if args.repeats < 1 or args.warmup < 0:

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(dump_config(config), end="", highlight=False)
         return 0
     if args.dry_run:
-        from diffnas.estimate import estimate
+        from diffnas.bench.estimate import estimate
 
         est = estimate(config)
         out.print(est.report(), highlight=False)

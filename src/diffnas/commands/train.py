@@ -100,8 +100,8 @@ TRAIN_FLAGS = (
 def run(args: argparse.Namespace) -> int:
     from diffnas.config import dump_config
     from diffnas.errors import ConfigError
-    from diffnas.evaluate.config import load_train_config, train_preset
-    from diffnas.evaluate.train import resume_training, resume_training_config, train
+    from diffnas.retrain.config import load_train_config, train_preset
+    from diffnas.retrain.train import resume_training, resume_training_config, train
 
     out = Console(soft_wrap=True)
     progress, callbacks = progress_args(args)
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.logger:
             from diffnas.callbacks.loggers import extra_loggers
-            from diffnas.evaluate.config import TrainConfig
+            from diffnas.retrain.config import TrainConfig
             from diffnas.run import RunDir
 
             run_config = RunDir.open(args.resume).load_config(TrainConfig)

@@ -18,8 +18,8 @@ from diffnas.config import PartSpec
 from diffnas.errors import ConfigError, DiffnasError
 from diffnas.parts import Derivation, build_part
 from diffnas.registry import DERIVATIONS
-from diffnas.spaces.aca import accepts_skip_fraction, identity_channel_share
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
+from diffnas.spaces.split_edge import accepts_skip_fraction, identity_channel_share
 from diffnas.supernet.mixed import MixWeights
 from diffnas.utils import atomic_write_text
 

@@ -5,8 +5,8 @@ top-K blocks of the block-level search each stage uses; candidates are scored by
 error after a short proxy training and by their parameter count, under a parameter budget.
 """
 
+from diffnas.network_search.evolution import NetsearchResult, pareto_front, run_netsearch
 from diffnas.network_search.genome import Candidate, GenomeSpace, network_genotype
-from diffnas.network_search.search import NetsearchResult, pareto_front, run_netsearch
 
 __all__ = [
     "Candidate",

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from diffnas.bench.latency import LatencyPredictor, check_layout, layout_of
 from diffnas.errors import ConfigError
-from diffnas.latency import LatencyPredictor, check_layout, layout_of
 from diffnas.parts import RegContext, Regularizer
 from diffnas.registry import REGULARIZERS
 

@@ -43,7 +43,7 @@ class Space(ABC):
         self, metric: str, edge: Edge, channels: int, stride: int, h: int = 1, w: int = 1
     ) -> int:
         """Cost of a genotype edge in a discrete network, ACA skip fraction included."""
-        from diffnas.spaces.aca import edge_cost
+        from diffnas.spaces.split_edge import edge_cost
 
         return edge_cost(self.op_table, metric, edge, channels, stride, h, w)
 

@@ -13,10 +13,10 @@ from torch import nn
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.errors import ConfigError, GenotypeError
 from diffnas.registry import SPACES
-from diffnas.spaces.aca import ACAEdge, build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
 from diffnas.spaces.ops import DARTS_OPS, FactorizedReduce, OpTable, ReLUConvBN
+from diffnas.spaces.split_edge import ACAEdge, build_edge, check_edge
 from diffnas.supernet.base import ArchSpec, CellSite, Supernet
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import MixWeights

@@ -13,10 +13,10 @@ from torch import nn
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.errors import ConfigError, GenotypeError
 from diffnas.registry import SPACES
-from diffnas.spaces.aca import build_edge, check_edge
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
 from diffnas.spaces.ops import NB201_OPS, OpTable, ReLUConvBN
+from diffnas.spaces.split_edge import build_edge, check_edge
 from diffnas.supernet.base import ArchSpec, CellSite, Supernet
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import MixWeights
@@ -287,7 +287,7 @@ class InferCell(nn.Module):
         kept = [e for e in cell.edges if e.op != "none"]
         self.edges = [(e.src, e.dst) for e in kept]
         self.edge_specs = kept  # aligned with self.ops (profile cross-checks)
-        # an edge with an ACA skip fraction s > 0 becomes an ACA edge (see spaces/aca.py)
+        # an edge with an ACA skip fraction s > 0 becomes an ACA edge (see spaces/split_edge.py)
         self.ops = nn.ModuleList(build_edge(table, e, channels, 1) for e in kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

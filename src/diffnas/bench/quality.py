@@ -418,7 +418,7 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
 
 
 def _lookup(g: Genotype, fallback: float | None) -> float | None:
-    from diffnas.benchmarks import nb201
+    from diffnas.nasbench import nb201
 
     if g.space != "nb201" or not nb201.available():
         return fallback

@@ -21,9 +21,9 @@ from diffnas.config import from_dict, merge, parse_override, to_dict
 from diffnas.data import BatchStream, Dataset
 from diffnas.data.loader import augment_for, prepare_dataset
 from diffnas.errors import CheckpointError, ConfigError, NumericalError
-from diffnas.evaluate.accuracy import EvalResult, eval_stream, evaluate, pytorch_predict
-from diffnas.evaluate.config import TrainConfig, load_train_config, validate_train
-from diffnas.evaluate.network import build_model, has_auxiliary, set_drop_path
+from diffnas.retrain.accuracy import EvalResult, eval_stream, evaluate, pytorch_predict
+from diffnas.retrain.config import TrainConfig, load_train_config, validate_train
+from diffnas.retrain.network import build_model, has_auxiliary, set_drop_path
 from diffnas.run import RESUME_MAY_CHANGE_TRAIN, RunDir
 from diffnas.search import Meters
 from diffnas.spaces import Genotype, load_genotype, space_for
@@ -412,7 +412,7 @@ def _as_train_config(
     overrides: list[str] | None,
     dataset: Dataset | None,
 ) -> TrainConfig:
-    from diffnas.evaluate.config import train_preset
+    from diffnas.retrain.config import train_preset
 
     if isinstance(config, TrainConfig):
         if not overrides:

@@ -179,7 +179,7 @@ def resolve_model(
 
 def load_trained(run_dir: str | Path, map_location: str | torch.device = "cpu") -> ModelSpec:
     """The final weights and description of a training run (written by `diffnas train`)."""
-    from diffnas.evaluate.config import TrainConfig, validate_train
+    from diffnas.retrain.config import TrainConfig, validate_train
 
     run = RunDir.open(run_dir)
     if run.kind != "train":

@@ -4,12 +4,12 @@ The second half of the job: `train` a genotype with the DARTS evaluation recipe,
 (`evaluate_run`), count and time it (`profile`), and deploy it (`export_spec`).
 """
 
-from diffnas.evaluate.accuracy import EvalResult, evaluate_run
-from diffnas.evaluate.config import TrainConfig, load_train_config
-from diffnas.evaluate.export import ExportResult, export_model, export_spec
-from diffnas.evaluate.network import ModelSpec, build_model, load_trained, resolve_model
-from diffnas.evaluate.profile import ProfileResult, count_macs, count_params, profile
-from diffnas.evaluate.train import Trainer, TrainResult, resume_training, train
+from diffnas.retrain.accuracy import EvalResult, evaluate_run
+from diffnas.retrain.config import TrainConfig, load_train_config
+from diffnas.retrain.export import ExportResult, export_model, export_spec
+from diffnas.retrain.network import ModelSpec, build_model, load_trained, resolve_model
+from diffnas.retrain.profile import ProfileResult, count_macs, count_params, profile
+from diffnas.retrain.train import Trainer, TrainResult, resume_training, train
 
 __all__ = [
     "EvalResult",

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffnas.errors import ConfigError, ExportError, require_extra
-from diffnas.evaluate.network import ModelSpec, main_logits
+from diffnas.retrain.network import ModelSpec, main_logits
 from diffnas.utils import atomic_write_json
 
 FORMATS = ("torchscript", "onnx")
@@ -228,7 +228,7 @@ def _check(
     atol: float,
     **extra: Any,
 ) -> ExportResult:
-    from diffnas.evaluate.accuracy import onnx_predict, torchscript_predict
+    from diffnas.retrain.accuracy import onnx_predict, torchscript_predict
 
     predict = torchscript_predict(path) if fmt == "torchscript" else onnx_predict(path)
     diff, scale = 0.0, 0.0

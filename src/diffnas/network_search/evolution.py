@@ -24,15 +24,15 @@ import numpy as np
 
 from diffnas.config import Config, dump_config, load_config, to_dict
 from diffnas.errors import CheckpointError, ConfigError, require_extra
-from diffnas.network_search.evaluate import (
+from diffnas.network_search.executors import make_executor, resolve_executor
+from diffnas.network_search.genome import Candidate, GenomeSpace, network_genotype
+from diffnas.network_search.proxy import (
     _DATASETS,
     evaluate_task,
     make_task,
     network_params,
     proxy_config,
 )
-from diffnas.network_search.executors import make_executor, resolve_executor
-from diffnas.network_search.genome import Candidate, GenomeSpace, network_genotype
 from diffnas.run import claim_directory
 from diffnas.spaces.genotype import Genotype
 from diffnas.utils import atomic_write_text

@@ -78,7 +78,7 @@ def evaluate(predict: Predict, stream: BatchStream, backend: str = "pytorch") ->
 
 
 def pytorch_predict(model: nn.Module) -> Predict:
-    from diffnas.evaluate.network import main_logits
+    from diffnas.retrain.network import main_logits
 
     model.eval()
     return lambda x: main_logits(model(x))
@@ -161,9 +161,9 @@ def evaluate_run(
     device: str = "cpu",
 ) -> RunEvaluation:
     """Test accuracy of a training run's final weights with one backend, or all of them."""
-    from diffnas.evaluate.config import TrainConfig
-    from diffnas.evaluate.export import FILES, read_export_info
-    from diffnas.evaluate.network import load_trained
+    from diffnas.retrain.config import TrainConfig
+    from diffnas.retrain.export import FILES, read_export_info
+    from diffnas.retrain.network import load_trained
     from diffnas.utils import resolve_device, set_threads
 
     check_backend(backend)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffnas.evaluate.network import ModelSpec
+from diffnas.retrain.network import ModelSpec
 from diffnas.spaces import Edge, get_space
 
 

@@ -180,7 +180,7 @@ def run(
         per_space[space] = results
         for _ in range(rounds):
             for impl in IMPLS:
-                cmd = [sys.executable, "-m", "diffnas.speed", "--worker", space, impl]
+                cmd = [sys.executable, "-m", "diffnas.bench.speed", "--worker", space, impl]
                 cmd += [str(steps), str(batch_size), str(threads), json.dumps(extra)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
                 if proc.returncode:

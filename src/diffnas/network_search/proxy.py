@@ -13,9 +13,9 @@ from typing import Any
 
 from diffnas.config import DataConfig, NetsearchConfig, from_dict, to_dict
 from diffnas.data import Dataset
-from diffnas.evaluate.config import ModelConfig, TrainConfig, TrainLoopConfig
-from diffnas.evaluate.network import build_model
-from diffnas.evaluate.profile import count_params
+from diffnas.retrain.config import ModelConfig, TrainConfig, TrainLoopConfig
+from diffnas.retrain.network import build_model
+from diffnas.retrain.profile import count_params
 from diffnas.spaces.genotype import Genotype
 from diffnas.utils import derived_seed
 
@@ -79,7 +79,7 @@ def make_task(
 def evaluate_task(task: dict[str, Any]) -> dict[str, Any]:
     """Proxy-train one candidate; its validation error (%) and timing."""
     from diffnas.data.loader import prepare_dataset
-    from diffnas.evaluate.train import Trainer
+    from diffnas.retrain.train import Trainer
 
     cfg = from_dict(TrainConfig, task["config"])
     genotype = Genotype.from_json(task["genotype"], task["key"])

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from diffnas.draw import draw_genotype, edge_label, plot_edge_weights
 from diffnas.errors import DiffnasError
+from diffnas.report.draw import draw_genotype, edge_label, plot_edge_weights
 from diffnas.run import RunDir
 from diffnas.spaces.genotype import Genotype
 from diffnas.utils import atomic_write_text

@@ -187,3 +187,44 @@ def test_bench_speed_prints_every_measure() -> None:
     assert [r.impl for r in rows] == ["plain", "engine", "bf16"]
     assert "bf16 engine" in text and "the fp32 engine's speed" in text
     assert rows[0].flops > 0 and all(r.step_s > 0 and r.peak_rss_mb > 0 for r in rows)
+
+
+class _UserConv(torch.nn.Sequential):
+    """A user op the engine has never heard of: ReLU, 3x3 conv, stateless BN."""
+
+    calls = 0
+
+    def __init__(self, c: int, traits: bool) -> None:
+        super().__init__(
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(c, c, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(c, affine=False, track_running_stats=False),
+        )
+        self.traits = traits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        return super().forward(x)
+
+    def engine_body(self) -> list[torch.nn.Module] | None:
+        return list(self)[1:] if self.traits else None
+
+
+@pytest.mark.parametrize("traits", [True, False])
+def test_engine_reads_op_traits_not_op_classes(traits) -> None:
+    # an op declaring `engine_body` takes the fused path (its forward is never called) and
+    # still computes Σ w·op(x); without the trait the engine calls the module
+    from diffnas.supernet.mixed import SourceOps
+
+    torch.manual_seed(0)
+    src = SourceOps(["conv", "pool"], 4, 1, 2, lambda n, c, s: _UserConv(c, traits))
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    src = src.double()
+    w = torch.rand(2, 2, dtype=torch.float64)
+    _UserConv.calls = 0
+    outs = src(x, w)
+    assert _UserConv.calls == (0 if traits else 4)
+    for e, ops in enumerate(src.edges):
+        _UserConv.calls = 0
+        want = sum(w[e, o] * ops[o](x) for o in range(2))
+        assert torch.allclose(outs[e], want, atol=1e-12)

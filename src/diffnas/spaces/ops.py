@@ -2,6 +2,18 @@
 
 Each op is defined once, in an `OpDef`, with its module factory and its analytic costs;
 tests check the analytic parameter count against the built module.
+
+**Engine traits.** The supernet engine (supernet/mixed.py) never looks at these classes; it
+asks each op module two optional questions, so a user op (`diffnas.plugins.op`) gets the
+same fast paths by answering them:
+
+- `engine_shared() -> bool`: the op has no parameters and no state, so its output is the
+  same on every edge leaving a node and is computed once per node (pools with a stateless
+  BN; `nn.Identity` counts as shared without asking).
+- `engine_body() -> list[callable] | None`: the op is `ReLU` followed by these layers; the
+  engine computes `relu(x)` once per node, runs the layers (depthwise + pointwise pairs
+  fused, the edge weight folded into a trailing stateless BatchNorm) and keeps fewer
+  activations for backward. `None`: run the module as it is.
 """
 
 from __future__ import annotations
@@ -38,6 +50,9 @@ class ReLUConvBN(nn.Sequential):
             batchnorm(c_out, affine, track),
         )
 
+    def engine_body(self) -> list[nn.Module] | None:
+        return list(self)[1:] if isinstance(self[0], nn.ReLU) else None
+
 
 class DilConv(nn.Sequential):
     """ReLU - depthwise conv (dilated) - pointwise conv - BN."""
@@ -62,6 +77,9 @@ class DilConv(nn.Sequential):
             batchnorm(c_out, affine, track),
         )
 
+    def engine_body(self) -> list[nn.Module] | None:
+        return list(self)[1:] if isinstance(self[0], nn.ReLU) else None
+
 
 class SepConv(nn.Sequential):
     """Two stacked DilConv(dilation=1): the DARTS separable convolution."""
@@ -81,6 +99,13 @@ class SepConv(nn.Sequential):
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine, track),
         )
 
+    def engine_body(self) -> list[nn.Module] | None:
+        # ReLU, dw, pw, BN, then the second DilConv's ReLU, dw, pw, BN
+        first, second = self[0], self[1]
+        if not (isinstance(first, DilConv) and isinstance(first[0], nn.ReLU)):
+            return None
+        return [*list(first)[1:], *list(second.children())]
+
 
 class FactorizedReduce(nn.Module):
     """Stride-2 'identity': two offset 1x1 stride-2 convs, concatenated, then BN."""
@@ -95,10 +120,16 @@ class FactorizedReduce(nn.Module):
         self.bn = batchnorm(c_out, affine, track)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.bn(self._convs(self.relu(x)))
+
+    def _convs(self, h: torch.Tensor) -> torch.Tensor:
+        """The two offset convolutions of relu(x), concatenated (before the BN)."""
         # pad so that odd spatial sizes give matching halves
-        y = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(y)], dim=1))
+        y = F.pad(h, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return torch.cat([self.conv_1(h), self.conv_2(y)], dim=1)
+
+    def engine_body(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        return [self._convs, self.bn]
 
 
 class Zero(nn.Module):
@@ -125,6 +156,13 @@ class PoolBN(nn.Sequential):
         if bn:
             layers.append(batchnorm(channels, affine, track))
         super().__init__(*layers)
+
+    def engine_shared(self) -> bool:
+        return all(
+            isinstance(m, nn.MaxPool2d | nn.AvgPool2d)
+            or (isinstance(m, nn.BatchNorm2d) and not m.affine and not m.track_running_stats)
+            for m in self
+        )
 
 
 # --------------------------------------------------------------------------- op tables

@@ -143,45 +143,32 @@ def _add_weighted(acc: torch.Tensor | None, y: torch.Tensor, w: torch.Tensor) ->
     return y * w if acc is None else torch.addcmul(acc, y, w)
 
 
-def _stateless_bn(m: nn.Module) -> bool:
+def _stateless_bn(m: object) -> bool:
     """A BN that normalizes with batch statistics only: a function of its input alone."""
     return isinstance(m, nn.BatchNorm2d) and not m.affine and not m.track_running_stats
 
 
 def _is_shared(m: nn.Module) -> bool:
-    """Parameter-free and stateless: the same output on every edge leaving a node."""
-    from diffnas.spaces.ops import PoolBN
-
+    """Parameter-free and stateless: the same output on every edge leaving a node (the op's
+    `engine_shared` trait, spaces/ops.py)."""
     if isinstance(m, nn.Identity):
         return True
-    if isinstance(m, PoolBN):
-        return all(isinstance(sub, nn.MaxPool2d | nn.AvgPool2d) or _stateless_bn(sub) for sub in m)
-    return False
+    shared = getattr(m, "engine_shared", None)
+    return bool(shared()) if callable(shared) else False
 
 
-def _relu_body(m: nn.Module) -> list[nn.Module] | None:
-    """The layers after the leading ReLU of a known conv op (None: not one)."""
-    from diffnas.spaces.ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
-
-    if isinstance(m, ReLUConvBN | DilConv) and isinstance(m[0], nn.ReLU):
-        return list(m)[1:]
-    if isinstance(m, SepConv) and isinstance(m[0], DilConv) and isinstance(m[0][0], nn.ReLU):
-        # ReLU, dw, pw, BN, then the second DilConv's ReLU, dw, pw, BN
-        return [*list(m[0])[1:], *list(m[1].children())]
-    if isinstance(m, FactorizedReduce):
-        return [m]
-    return None
+Layer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _run_body(body: list[nn.Module], h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _relu_body(m: nn.Module) -> list[Layer] | None:
+    """The layers after the op's leading ReLU (its `engine_body` trait; None: not one)."""
+    body = getattr(m, "engine_body", None)
+    return body() if callable(body) else None
+
+
+def _run_body(body: list[Layer], h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """w · body(h), the weight folded into a trailing stateless BN when there is one."""
-    from diffnas.spaces.ops import FactorizedReduce
-
     last = body[-1]
-    if isinstance(last, FactorizedReduce):  # h is already relu(x)
-        y2 = F.pad(h, (0, 1, 0, 1))[:, :, 1:, 1:]
-        h = torch.cat([last.conv_1(h), last.conv_2(y2)], dim=1)
-        body, last = [last.bn], last.bn
     first = body[0]
     if (
         len(body) == 2

@@ -181,7 +181,7 @@ def test_digits_match_scikit_learn_where_installed() -> None:
         ),
         (
             "onnxruntime",
-            lambda tmp: __import__("diffnas.retrain.export").evaluate.export.export_model(
+            lambda tmp: __import__("diffnas.retrain.export").retrain.export.export_model(
                 None, (1, 8, 8), tmp
             ),
             "export",

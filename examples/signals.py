@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import diffnas
 from diffnas.choices import InputChoice, MixedChoice, register_model
 from diffnas.data.user import UserData
-from diffnas.evaluate.export import export_model
+from diffnas.retrain.export import export_model
 from diffnas.registry import DATASETS
 
 LENGTH = 64

@@ -178,7 +178,7 @@ def profile(
     warmup: int = 5,
     device: torch.device | str = "cpu",
 ) -> ProfileResult:
-    """Profile the network of a ModelSpec (`evaluate.network.resolve_model`)."""
+    """Profile the network of a ModelSpec (`retrain.network.resolve_model`)."""
     model = spec.build(load_weights=False).eval()
     shape = (spec.in_channels, spec.input_size, spec.input_size)
     x = torch.randn(1, *shape)

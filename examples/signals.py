@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import diffnas
 from diffnas.choices import InputChoice, MixedChoice, register_model
 from diffnas.data.user import UserData
-from diffnas.retrain.export import export_model
 from diffnas.registry import DATASETS
+from diffnas.retrain.export import export_model
 
 LENGTH = 64
 

@@ -245,6 +245,16 @@ PRESET_TINY: dict[str, list[str]] = {
     "random_search": ["search.derive={name: random_search, samples: 2, eval_images: 8}"],
     "pc_darts": ["search.warmup_epochs=1", "supernet.partial_channels=2"],
     "aca": ["search.derive={name: aca, max_batches: 1}"],
+    # one epoch per stage: the resumed run starts after the pruning and the K change
+    "drnas": [
+        "supernet.partial_channels=4",
+        "search.schedule={name: progressive, stage_epochs: [1, 1], partial_channels: [4, 2], "
+        "keep_ops: [4, 2]}",
+    ],
+    "drnas_nb201": [
+        "search.schedule={name: progressive, stage_epochs: [1, 1], partial_channels: [4, 2], "
+        "keep_ops: [5, 3]}",
+    ],
 }
 
 

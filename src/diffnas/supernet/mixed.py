@@ -215,6 +215,8 @@ class PartialChannelEdges(nn.Module):
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, active: Active | None = None
     ) -> list[torch.Tensor | None]:
+        if self.k == 1:  # grown to the full width (DrNAS's progressive K): no bypass
+            return self.inner(x, w, active)
         head, rest = x[:, : self.part], x[:, self.part :]
         if self.inner.stride == 2:
             rest = F.max_pool2d(rest, 2, 2, ceil_mode=True)

@@ -20,7 +20,15 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 sys.path.insert(0, str(ROOT / "benchmarks" / "parity"))
 import common  # noqa: E402
 
-FIXTURES = ["darts", "darts_2nd", "pc_darts", "beta_darts", "fair_darts"]
+FIXTURES = [
+    "darts",
+    "darts_2nd",
+    "pc_darts",
+    "beta_darts",
+    "fair_darts",
+    "drnas",
+    "drnas_stage2_kl",
+]
 
 
 @pytest.fixture

@@ -61,6 +61,11 @@ class Case:
     epoch: int = 0  # the epoch the step belongs to (λ schedules), at its first step
     alpha_std: float = 0.3  # α ~ N(0, alpha_std²); DARTS starts at 1e-3, larger tests more
     momentum: bool = True  # start from a non-zero SGD momentum buffer (as after a first step)
+    # stochastic relaxations (DrNAS's Dirichlet): torch's generator is seeded with this before
+    # the architecture step and with it + 1 before the weight step, on both sides
+    sample_seed: int | None = None
+    # DrNAS: prune every edge to its `prune_keep` ops of largest α before the step
+    prune_keep: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Case:
@@ -215,8 +220,14 @@ def diffnas_step(case: Case) -> tuple[dict[str, Tensors], dict[str, Any]]:
     s = build_searcher(case)
     inputs = make_inputs(case, s)
     load_inputs(s, inputs)
+    if case.prune_keep is not None:
+        s.relaxation.keep_top_ops(s.arch, case.prune_keep)  # type: ignore[attr-defined]
+    if case.sample_seed is not None:
+        torch.manual_seed(case.sample_seed)
     s.arch_step(inputs["train"], inputs["val"])
     out = {"alpha_grad": arch_tensors(s, grad=True), "alpha": arch_tensors(s)}
+    if case.sample_seed is not None:
+        torch.manual_seed(case.sample_seed + 1)
     s.weight_step(inputs["train"])
     out["weights"] = {n: p.detach().clone() for n, p in s.model.named_parameters()}
     return out, inputs

@@ -26,6 +26,37 @@ if TYPE_CHECKING:
     from diffnas.search import Searcher
 
 
+def scale_stages(stages: list[int], warmup: int, epochs: int) -> tuple[list[int], int]:
+    """The stage lengths and per-stage warm-up for a search of `epochs` epochs.
+
+    Unchanged when the stages add up to `epochs`; otherwise (a protocol's `epochs_scale`,
+    `--epochs`) each stage and the warm-up keep their share, as `search.warmup_epochs`
+    does (config.merge): stages rounded by largest remainder, each at least 1 epoch; the
+    warm-up rounded, at least 1 if it was, and leaving every stage an epoch with
+    architecture steps. drnas_nb201's [50, 50] with 10 at 16 epochs: [8, 8] with 2.
+    """
+    total = sum(stages)
+    if total == epochs:
+        return list(stages), warmup
+    if epochs < len(stages):
+        raise ConfigError(
+            f"search.schedule (progressive): {len(stages)} stages need at least "
+            f"{len(stages)} epochs, but search.epochs is {epochs}"
+        )
+    exact = [e * epochs / total for e in stages]
+    scaled = [max(1, int(x)) for x in exact]
+    order = sorted(range(len(stages)), key=lambda i: int(exact[i]) - exact[i])
+    i = 0
+    while sum(scaled) < epochs:
+        scaled[order[i % len(order)]] += 1
+        i += 1
+    while sum(scaled) > epochs:  # the minimum of 1 overshot: take from the longest
+        scaled[scaled.index(max(scaled))] -= 1
+    if warmup > 0:
+        warmup = min(max(1, round(warmup * epochs / total)), min(scaled) - 1)
+    return scaled, warmup
+
+
 def _non_increasing(values: list[int]) -> bool:
     return all(a >= b for a, b in pairwise(values))
 
@@ -34,7 +65,9 @@ def _non_increasing(values: list[int]) -> bool:
 class Progressive(Schedule):
     """DrNAS (Chen et al., ICLR 2021) progressive schedule; arch step before weight step.
 
-    `stage_epochs` (empty: one stage, the whole search) must add up to search.epochs;
+    `stage_epochs` (empty: one stage, the whole search) are the stages at the preset's
+    length; a search of another length (`--epochs`, a protocol's `epochs_scale`) keeps each
+    stage's share and the warm-up's (`scale_stages`);
     `partial_channels` (empty: K never changes) starts at supernet.partial_channels;
     `keep_ops` (empty: no pruning) starts at the number of ops per edge and needs a
     relaxation that prunes (dirichlet). The official settings: darts space stages
@@ -79,6 +112,7 @@ class Progressive(Schedule):
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
         self.searcher: Searcher | None = None
+        self.warmup = self.params.warmup_epochs  # per stage, at this search's length
         self.ends: list[int] = []  # the epoch each stage ends before
         self.stage = 0  # stages finished (transitions done)
 
@@ -86,17 +120,9 @@ class Progressive(Schedule):
         p = self.params
         where = "search.schedule (progressive)"
         self.searcher = searcher
-        stages = p.stage_epochs or [searcher.epochs]
-        if sum(stages) != searcher.epochs:
-            raise ConfigError(
-                f"{where}: stage_epochs {stages} add up to {sum(stages)}, but search.epochs is "
-                f"{searcher.epochs}; make them agree (--set search.epochs={sum(stages)})"
-            )
-        if p.warmup_epochs >= min(stages):
-            raise ConfigError(
-                f"{where}: warmup_epochs={p.warmup_epochs} leaves a stage of {min(stages)} "
-                f"epoch(s) without architecture steps; lower it"
-            )
+        stages, self.warmup = scale_stages(
+            p.stage_epochs or [searcher.epochs], p.warmup_epochs, searcher.epochs
+        )
         self.ends = [sum(stages[: i + 1]) for i in range(len(stages))]
         k0 = searcher.config.supernet.partial_channels
         if p.partial_channels and p.partial_channels[0] != k0:
@@ -144,7 +170,7 @@ class Progressive(Schedule):
         epoch = self.searcher.epoch
         i = self.stage_of(epoch)
         start = self.ends[i - 1] if i else 0
-        return epoch - start >= self.params.warmup_epochs
+        return epoch - start >= self.warmup
 
     def after_weight_step(self, grad_energy: float | None) -> None:
         s = self.searcher
@@ -173,7 +199,7 @@ class Progressive(Schedule):
 
     def metrics(self) -> dict[str, Any]:
         p = self.params
-        out: dict[str, Any] = {"stage": self.stage}
+        out: dict[str, Any] = {"stage": self.stage, "stage_ends": list(self.ends)}
         if p.partial_channels:
             out["partial_channels"] = p.partial_channels[self.stage]
         if p.keep_ops:

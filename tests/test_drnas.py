@@ -289,3 +289,27 @@ def test_widened_sep_conv_copies_existing_channels_as_net2wider() -> None:
             assert torch.equal(pw.weight[:3, j], pw0[:, i])
         for r in (3, 4, 5):  # new output rows: copies of old rows (over the grown inputs)
             assert any(torch.equal(pw.weight[r], pw.weight[i]) for i in range(3))
+
+
+def test_nb201_steps_match_the_official_progressive_loop() -> None:
+    """Two loop iterations of drnas_nb201 in its second stage (K = 2, 3 ops kept) against
+    the numbers DrNAS's 201-space train_search_progressive.py computed on the same inputs and
+    Dirichlet draws (tests/golden/drnas_nb201_stage2.json, benchmarks/parity/drnas_nb201_ref.py)."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.parity import drnas_nb201_ref as ref
+
+    data = json.loads((Path(__file__).parent / "golden" / "drnas_nb201_stage2.json").read_text())
+    assert data["reference"]["repository"] == "xiangning-chen/DrNAS"
+    old = torch.get_default_dtype()
+    ref.xc.set_float64()
+    try:
+        case = ref.xc.Case.from_json(data["case"])
+        ours, inputs = ref.diffnas_steps(case, data["keep_ops"])
+    finally:
+        torch.set_default_dtype(old)
+    got = ref.xc.summarize(case.seed, ours, inputs["weights"])
+    diffs = ref.xc.compare(got, data["official"])
+    assert set(diffs) == {"alpha_grad", "alpha", "weights", "buffers"}
+    assert all(v <= ref.xc.TOLERANCE for v in diffs.values()), diffs

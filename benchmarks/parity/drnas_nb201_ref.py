@@ -12,6 +12,7 @@ stage: K = 2 and every edge pruned to its 3 ops of largest α first (`model.prun
 
     python benchmarks/parity/drnas_nb201_ref.py --official /path/to/DrNAS [--stage 1|2]
         [--reg l2|kl] [--steps N] [--clip C] [--clear-alpha-grad]
+        [--write tests/golden/drnas_nb201_stage2.json]
 
 With the preset's clipping (5) the official norms stay below it on these inputs and the
 steps are equal. `--clip 1` makes clipping act: then the clipped norm differs, because
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", type=int, choices=[1, 2], default=1)
     ap.add_argument("--reg", choices=["l2", "kl"], default="l2")
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
+    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
     ap.add_argument(
         "--clear-alpha-grad",
         action="store_true",
@@ -209,6 +212,35 @@ def main(argv: list[str] | None = None) -> int:
         f"drnas_nb201 stage {a.stage} {a.reg:<3} {a.steps} steps  max |diffnas − official|: "
         f"{cells}  {'OK' if ok else 'DIFFERS'}  (official clipped norms {norms})"
     )
+    if a.write:
+        command = (
+            f"python benchmarks/parity/drnas_nb201_ref.py --official DRNAS_CHECKOUT --stage "
+            f"{a.stage} --reg {a.reg} --steps {a.steps}"
+            + ("" if a.clip is None else f" --clip {a.clip}")
+            + f" --write {a.write}"
+        )
+        xc.write_fixture(
+            a.write,
+            {
+                "reference": {
+                    "repository": "xiangning-chen/DrNAS",
+                    "commit": a.commit or common.checkout_commit(a.official),
+                    "files": [
+                        "utils.py",
+                        "architect.py",
+                        "201-space/search_model.py",
+                        "201-space/search_cells.py",
+                        "201-space/train_search_progressive.py",
+                    ],
+                },
+                "command": command,
+                "case": xc.case_dict(case),
+                "keep_ops": keep,
+                "official_clip_norms": norms,
+                "diffnas_vs_official": diffs,
+                "official": xc.summarize(case.seed, official, inputs["weights"]),
+            },
+        )
     return 0 if ok else 1
 
 

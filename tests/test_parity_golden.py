@@ -27,7 +27,6 @@ FIXTURES = [
     "beta_darts",
     "fair_darts",
     "drnas",
-    "drnas_stage2_kl",
 ]
 
 

@@ -107,6 +107,7 @@ SETTINGS: dict[tuple[str, str], Setting] = {
     ("regularizers", "rdarts"): Setting(
         overrides=[*DARTS, "space.cells=NRN"], refuses_plain="per-cell α"
     ),
+    ("regularizers", "sdarts_adv"): Setting(spec="{name: sdarts_adv, steps: 1}"),
     ("derive", "random_search"): Setting(spec="{name: random_search, samples: 2, eval_images: 8}"),
     ("derive", "aca"): Setting(
         spec="{name: aca, max_batches: 1}", overrides=["space.exclude_ops=[skip_connect]"]
@@ -255,6 +256,7 @@ PRESET_TINY: dict[str, list[str]] = {
         "search.schedule={name: progressive, stage_epochs: [1, 1], partial_channels: [4, 2], "
         "keep_ops: [5, 3]}",
     ],
+    "sdarts_adv": ["search.regularizers=[{name: sdarts_adv, steps: 1}]"],
 }
 
 

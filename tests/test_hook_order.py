@@ -22,7 +22,7 @@ PART_HOOKS = {
     "relaxation": (Softmax, ("setup", "set_progress", "after_arch_step", "metrics")),
     "schedule": (Alternate, ("setup", "arch_step_due", "after_weight_step", "metrics")),
     "updater": (FirstOrder, ("setup", "arch_grads", "metrics")),
-    "regularizer": (BetaDecay, ("setup", "loss", "after_arch_step", "metrics")),
+    "regularizer": (BetaDecay, ("setup", "loss", "after_arch_step", "weight_mix", "metrics")),
     "derivation": (SpaceRule, ("setup", "derive", "metrics")),
 }
 PARTS = ("relaxation", "schedule", "updater", "regularizer", "derivation")  # Searcher.parts()
@@ -61,7 +61,7 @@ def expected(steps: int, epochs: int, weight_first: bool) -> list[tuple[str, ...
         ("relaxation", "after_arch_step"),
         ("regularizer", "after_arch_step"),
     ]
-    weight = [("schedule", "after_weight_step")]
+    weight = [("regularizer", "weight_mix"), ("schedule", "after_weight_step")]
     out: list[tuple[str, ...]] = [("derivation", "derive")]  # the initial genotype
     out += [(p, "setup") for p in PARTS]
     out.append(("callback", "on_search_start"))

@@ -320,10 +320,11 @@ class ModelSpace(Space):
     def build_supernet(
         self, net: SupernetConfig, in_channels: int, num_classes: int, input_size: int
     ) -> Supernet:
-        if net.partial_channels != 1 or net.node_bn:
+        if net.partial_channels != 1 or net.node_bn or net.aux_skip:
             raise ConfigError(
-                "supernet.partial_channels and supernet.node_bn reshape the built-in cells and "
-                "do not apply to a user model; set them to 1 / false (edge_norm is fine)"
+                "supernet.partial_channels, supernet.node_bn and supernet.aux_skip reshape the "
+                "built-in cells and do not apply to a user model; set them to 1 / false "
+                "(edge_norm is fine)"
             )
         return ModelSupernet(self.model, self.labels)
 

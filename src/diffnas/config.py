@@ -81,6 +81,15 @@ class SupernetConfig:
     edge_norm: bool = False
     # DARTS-PRIME: BatchNorm (no affine) after each intermediate node's sum.
     node_bn: bool = False
+    # DARTS-: an auxiliary skip connection on every edge, outside the mixed op and so never
+    # derived: edge output = mixed op + β · skip(x), skip = the space's skip_connect at the
+    # edge's stride (identity; a factorized reduction with its own weights on a stride-2
+    # edge). β = aux_skip_beta at epoch 0, decayed once per epoch (aux_skip_decay: linear,
+    # cosine, slow_cosine or none) to 0 at epoch aux_skip_epochs (null: search.epochs).
+    aux_skip: bool = False
+    aux_skip_beta: float = 1.0
+    aux_skip_decay: str = "linear"
+    aux_skip_epochs: int | None = None
 
 
 @dataclass
@@ -624,6 +633,8 @@ def check_values(config: Config) -> None:
             f"mixed op sees C/K channels); e.g. --set supernet.partial_channels="
             f"{max(v for v in range(1, min(k, sp.channels) + 1) if sp.channels % v == 0)}"
         )
+    if net.aux_skip:
+        check_aux_skip(net)
     _at_least(d.batch_size, 1, "data.batch_size")
     _at_least(d.resolution, 4, "data.resolution", " (null = native)")
     _at_least(d.augment.crop_padding, 0, "data.augment.crop_padding")
@@ -670,6 +681,19 @@ def check_values(config: Config) -> None:
     _at_least(config.checkpoint.every_s, 0.0, "checkpoint.every_s")
     _at_least(config.checkpoint.every_steps, 0, "checkpoint.every_steps", " (0 = off)")
     check_device(config.device)
+
+
+AUX_SKIP_DECAYS = ("linear", "cosine", "slow_cosine", "none")
+
+
+def check_aux_skip(net: SupernetConfig) -> None:
+    if net.aux_skip_decay not in AUX_SKIP_DECAYS:
+        raise ConfigError(
+            f"supernet.aux_skip_decay must be one of {', '.join(AUX_SKIP_DECAYS)} (DARTS-: "
+            f"linear), got {net.aux_skip_decay!r}"
+        )
+    _at_least(net.aux_skip_beta, 0.0, "supernet.aux_skip_beta", " (DARTS-: 1)")
+    _at_least(net.aux_skip_epochs, 1, "supernet.aux_skip_epochs", " (null = search.epochs)")
 
 
 def validate(config: Config) -> None:

@@ -37,8 +37,10 @@ class Part(ABC):
     - each step: `relaxation.set_progress`, `schedule.arch_step_due`, then, for a due
       architecture step, `updater.arch_grads` (which calls `regularizer.loss` through the
       validation objective), `relaxation.after_arch_step`, each `regularizer.after_arch_step`;
-      the weight step ends with `schedule.after_weight_step`. The architecture step comes
-      before the weight step, or after it where `schedule.weight_first`; never in warm-up;
+      the weight step calls each `regularizer.weight_mix` (in the config's order) on the
+      op weights its forward will use, and ends with `schedule.after_weight_step`. The
+      architecture step comes before the weight step, or after it where
+      `schedule.weight_first`; never in warm-up;
     - each epoch's end: `derivation.derive`, then `metrics` of each part (callbacks'
       `collect` and `on_epoch_end` follow, see `diffnas.callbacks.base.Callback`);
     - the search's end: `derivation.derive(final=True)` after the callbacks' `on_search_end`.
@@ -144,6 +146,14 @@ class Regularizer(Part):
 
     def after_arch_step(self, arch: Architecture) -> None:
         del arch
+
+    def weight_mix(self, s: Searcher, mix: MixWeights, batch: Batch) -> MixWeights:
+        """The op weights the weight step's forward uses on `batch` (default: `mix`, the
+        relaxation's). A regularizer of the weight step (SDARTS) returns other ones, e.g.
+        perturbed; α itself must stay unchanged. Called by `Searcher.weight_step` before
+        its forward; `mix` may already come from an earlier regularizer's `weight_mix`."""
+        del s, batch
+        return mix
 
 
 # --------------------------------------------------------------------------- schedule

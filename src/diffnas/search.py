@@ -32,6 +32,7 @@ from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, 
 from diffnas.run import RESUME_MAY_CHANGE_SEARCH, RunDir
 from diffnas.spaces import Space, get_space
 from diffnas.spaces.genotype import Genotype
+from diffnas.supernet.aux_skip import aux_beta, set_aux_beta
 from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import MixWeights
 from diffnas.utils import (
@@ -153,6 +154,8 @@ class Searcher:
         self.model = self.space.build_supernet(
             config.supernet, ds.in_channels, ds.num_classes, ds.input_size
         ).to(self.device)
+        if config.supernet.aux_skip:  # refuses a supernet without search cells
+            set_aux_beta(self.model, aux_beta(config.supernet, 0, s.epochs))
         self.arch = Architecture(
             self.model.arch_specs, self.relaxation.init_alpha, config.supernet.edge_norm
         ).to(self.device)
@@ -293,6 +296,8 @@ class Searcher:
         with_alpha = self.config.search.grad_clip_alpha
         with torch.set_grad_enabled(with_alpha):
             mix = self.relaxation.mix(self.arch)
+        for r in self.regularizers:  # e.g. SDARTS: perturbed op weights for this step only
+            mix = r.weight_mix(self, mix, batch)
         logits = self.forward(x, mix)
         loss = self.loss_fn(logits, y)
         self.check_finite(loss, "training")
@@ -357,6 +362,8 @@ class Searcher:
         epoch = self.epoch
         for g in self.w_opt.param_groups:
             g["lr"] = self.lr_at(epoch)
+        if self.config.supernet.aux_skip:  # DARTS-'s β, set once per epoch as its code
+            set_aux_beta(self.model, aux_beta(self.config.supernet, epoch, self.epochs))
         for cb in self.callbacks:
             cb.on_epoch_start(self)
         start = time.monotonic()
@@ -387,6 +394,8 @@ class Searcher:
     def _epoch_metrics(self, epoch: int) -> dict[str, Any]:
         m: dict[str, Any] = {"epoch": epoch, **self.meters.summary()}
         m["lr"] = self.w_lr
+        if self.config.supernet.aux_skip:
+            m["aux_beta"] = aux_beta(self.config.supernet, epoch, self.epochs)
         m["arch_steps"] = self.epoch_arch_steps
         m["time_s"] = round(self.elapsed_s, 3)
         if self.config.search.precision != "fp32":  # the precision `auto` chose, on record

@@ -280,6 +280,7 @@ class SearchCell(nn.Module):
             make_op=make_op,
             partial_channels=net.partial_channels,
             node_bn=net.node_bn,
+            aux_skip=net.aux_skip,
         )
         self.concat = list(range(2, n_nodes))
 

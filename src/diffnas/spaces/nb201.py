@@ -243,6 +243,7 @@ class Nb201Supernet(Supernet):
                         make_op=make_op,
                         partial_channels=net.partial_channels,
                         node_bn=net.node_bn,
+                        aux_skip=net.aux_skip,
                     )
                 )
                 key = next(keys)

@@ -1,7 +1,8 @@
 """The search cell as a DAG of mixed edges, shared by every space.
 
 Nodes are numbered inputs first; node j is the sum of the mixed ops on its incoming
-edges (optionally scaled per edge and batch-normalized). Edges are grouped by source node.
+edges (optionally scaled per edge, plus DARTS-'s auxiliary skip, and batch-normalized).
+Edges are grouped by source node.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class SearchDAG(nn.Module):
         make_op: Callable[[str, int, int], nn.Module],
         partial_channels: int = 1,
         node_bn: bool = False,
+        aux_skip: bool = False,
     ) -> None:
+        """`aux_skip` (DARTS-): every edge also gets β · skip(x) (`aux_beta`), skip being
+        make_op('skip_connect', channels, stride): outside the mixed op, so outside α."""
         super().__init__()
         self.n_inputs = n_inputs
         self.n_nodes = n_nodes
@@ -52,6 +56,14 @@ class SearchDAG(nn.Module):
             groups[str(s)] = PartialChannelEdges(ops, channels, k) if k > 1 else ops
         self.groups = nn.ModuleDict(groups)
         self.node_bn = node_bn
+        # DARTS-: one auxiliary skip per edge (identity, or on a stride-2 edge a factorized
+        # reduction with its own weights, as the official MixedOp's `auxiliary_op`)
+        self.aux: nn.ModuleList | None = (
+            nn.ModuleList(make_op("skip_connect", channels, stride(s)) for s, _ in edges)
+            if aux_skip
+            else None
+        )
+        self.aux_beta = 0.0  # set each epoch by the search (diffnas.supernet.aux_skip)
 
     def forward(
         self,
@@ -96,7 +108,25 @@ class SearchDAG(nn.Module):
         connect_none: bool,
     ) -> torch.Tensor | None:
         """Edge i's contribution to its destination from its mixed-op output y (None: no op
-        computed), input x of source node `src`: scaled, offset, or a connected zero."""
+        computed), input x of source node `src`: scaled, offset, or a connected zero; plus
+        β · skip(x) with the auxiliary skip (added after the edge's scale and offset)."""
+        out = self._edge_output(y, i, x, src, ref, edge_scale, edge_bias, connect_none)
+        if self.aux is None:
+            return out
+        skip = self.aux[i](x) * self.aux_beta
+        return skip if out is None else out + skip
+
+    def _edge_output(
+        self,
+        y: torch.Tensor | None,
+        i: int,
+        x: torch.Tensor,
+        src: int,
+        ref: torch.Tensor,
+        edge_scale: torch.Tensor | None,
+        edge_bias: torch.Tensor | None,
+        connect_none: bool,
+    ) -> torch.Tensor | None:
         if y is None:
             if connect_none:
                 s = self.stride_of[src]

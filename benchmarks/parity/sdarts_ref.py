@@ -1,0 +1,143 @@
+"""Parity of the `sdarts_rs` / `sdarts_adv` presets with xiangning-chen/SmoothDARTS (sota/cnn).
+
+Builds the official darts-space search supernet (sota/cnn/model_search.py `Network` with the
+'s5' op set of sota/cnn/spaces.py) and diffnas's for the preset on identical float64
+weights, α, optimizer states and batches, and takes one search step on each: the official
+`Architect.step` (optimizers/darts/architect.py, first order), then the loop body of
+sota/cnn/train_search.py `train()`: softmax_arch_parameters, the perturbation
+(attacker/perturb.py `Random_alpha` or `Linf_PGD_alpha`) at the ε of the case's epoch, the
+weight step, restore_arch_parameters. Both sides draw their uniform noise from the same
+torch seed, set just before the weight step. Prints the largest differences.
+
+`Linf_PGD_alpha` runs its passes in eval mode, where the official BatchNorm layers normalize
+with their running statistics; diffnas's supernet keeps none. For `sdarts_adv` the harness
+therefore builds the official BatchNorm layers without running statistics
+(track_running_stats=False: eval mode then normalizes with the batch's, as diffnas does) and
+says so; with --official-bn it keeps them and shows the size of that difference.
+
+    python benchmarks/parity/sdarts_ref.py --official /path/to/SmoothDARTS --preset sdarts_rs
+        [--official-bn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+NOISE_SEED = 1234
+
+
+def case_for(preset: str) -> common.Case:
+    return common.Case(preset=preset, lr=0.02, epoch=7)
+
+
+def diffnas_side(case: common.Case) -> tuple[dict[str, common.Tensors], dict[str, Any], Any]:
+    s = common.build_searcher(case)
+    inputs = common.make_inputs(case, s)
+    common.load_inputs(s, inputs)
+    s.arch_step(inputs["train"], inputs["val"])
+    out = {"alpha_grad": common.arch_tensors(s, grad=True), "alpha": common.arch_tensors(s)}
+    torch.manual_seed(NOISE_SEED)
+    s.weight_step(inputs["train"])
+    out["weights"] = {n: p.detach().clone() for n, p in s.model.named_parameters()}
+    return out, inputs, s
+
+
+def official_step(
+    root: Path, case: common.Case, s: Any, inputs: dict[str, Any], official_bn: bool
+) -> dict[str, common.Tensors]:
+    model_search, spaces, architect, perturb = common.import_official(
+        root,
+        ["sota.cnn.model_search", "sota.cnn.spaces", "optimizers.darts.architect", "attacker.perturb"],
+    )
+    primitives = spaces.spaces_dict["s5"]
+    ops = list(primitives["primitives_normal"][0])
+    cfg = s.config.search
+    criterion = nn.CrossEntropyLoss()
+    model = model_search.Network(case.channels, case.classes, case.layers, criterion, primitives)
+    if case.preset == "sdarts_adv" and not official_bn:
+        for m in model.modules():  # eval-mode passes then use batch statistics (see above)
+            if isinstance(m, nn.BatchNorm2d):
+                m.track_running_stats = False
+                m.running_mean = m.running_var = m.num_batches_tracked = None
+    optimizer = torch.optim.SGD(
+        model.parameters(), case.lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay
+    )
+    args = SimpleNamespace(
+        momentum=cfg.w_momentum,
+        weight_decay=cfg.w_weight_decay,
+        arch_learning_rate=cfg.arch_lr,
+        arch_weight_decay=cfg.arch_weight_decay,
+    )
+    arch = architect.Architect(model, args)
+    pairs = common.darts_param_pairs(s, model, ops)
+    columns = common.alpha_columns(s.model.arch_specs["normal"].ops, ops)
+    assert columns == list(range(len(ops))), "the noise is drawn per column: orders must agree"
+    alphas = {"normal": model.alphas_normal, "reduce": model.alphas_reduce}
+    common.load_official_inputs(s, inputs, pairs, alphas, columns, optimizer)
+    common.official_adam_state(arch.optimizer, alphas, inputs, columns)
+
+    (x, y), (xv, yv) = inputs["train"], inputs["val"]
+    model.train()
+    arch.step(x, y, xv, yv, case.lr, optimizer, unrolled=False)
+    n_ops = len(columns)
+    grads = {k: common.scatter_columns(a.grad, columns, n_ops) for k, a in alphas.items()}
+    alpha = {k: common.scatter_columns(a, columns, n_ops) for k, a in alphas.items()}
+    # the rest of the loop body of sota/cnn/train_search.py train()
+    epochs = 50  # the script's default (the preset's)
+    epsilon_alpha = 0.03 + (0.3 - 0.03) * case.epoch / epochs
+    perturb_alpha = {"sdarts_rs": perturb.Random_alpha, "sdarts_adv": perturb.Linf_PGD_alpha}[
+        case.preset
+    ]
+    optimizer.zero_grad()
+    arch.optimizer.zero_grad()
+    model.softmax_arch_parameters()
+    torch.manual_seed(NOISE_SEED)
+    perturb_alpha(model, x, y, epsilon_alpha)
+    optimizer.zero_grad()
+    arch.optimizer.zero_grad()
+    logits = model(x, updateType="weight")
+    loss = criterion(logits, y)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    model.restore_arch_parameters()
+    return common.official_results(pairs, grads, alpha)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official", type=Path, required=True, help="SmoothDARTS checkout")
+    ap.add_argument("--preset", choices=["sdarts_rs", "sdarts_adv"], default="sdarts_rs")
+    ap.add_argument(
+        "--official-bn",
+        action="store_true",
+        help="sdarts_adv: keep the official BatchNorm running statistics (eval-mode attack)",
+    )
+    a = ap.parse_args(argv)
+    common.set_float64()
+    common.shim_old_torch()
+    # optimizers/darts/utils.py subclasses torchvision's VisionDataset (data loading only)
+    sys.modules["torchvision.datasets"].VisionDataset = object  # type: ignore[attr-defined]
+    case = case_for(a.preset)
+    ours, inputs, s = diffnas_side(case)
+    common.check_settings(case.preset, a.official / "sota" / "cnn" / "train_search.py")
+    print(f"ε at epoch {case.epoch}: diffnas {s.regularizers[0].metrics()['sdarts_epsilon']}")
+    official = official_step(a.official, case, s, inputs, a.official_bn)
+    diffs = common.compare_full(ours, official)
+    bn = " (official BN running statistics)" if a.official_bn else ""
+    common.print_diffs(a.preset + bn, diffs)
+    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -402,7 +402,8 @@ def darts_param_pairs(
     """(diffnas parameter name, official parameter) for a DARTS-family official `Network`.
 
     The official supernet: `stem`, `cells[i].preprocess0/1`, `cells[i]._ops[edge]._ops[op]`
-    (edges in DARTS order, ops in `official_ops` order), `classifier`. diffnas's: the same
+    (edges in DARTS order, ops in `official_ops` order; DARTS-: `cells[i]._ops[edge]
+    .auxiliary_op` with supernet.aux_skip), `classifier`. diffnas's: the same
     stem and preprocessing, edges grouped by source node (`dag.source_ops()`), `classifier`.
     Parameters are paired in module order within each op; shapes must agree, and every
     parameter on both sides must be paired.
@@ -435,6 +436,10 @@ def darts_param_pairs(
                     continue
                 zip_modules(
                     d_edge[o], o_edge[official_ops.index(op_name)], f"cell {i} edge {row} {op_name}"
+                )
+            if cell.dag.aux is not None:  # DARTS-: the edge's auxiliary skip (MixedOp attribute)
+                zip_modules(
+                    cell.dag.aux[row], ocell._ops[row].auxiliary_op, f"cell {i} edge {row} aux"
                 )
     zip_modules(model.classifier, official.classifier, "classifier")
     paired = {id(p) for _, p in pairs}

@@ -57,7 +57,12 @@ def official_step(
 ) -> dict[str, common.Tensors]:
     model_search, spaces, architect, perturb = common.import_official(
         root,
-        ["sota.cnn.model_search", "sota.cnn.spaces", "optimizers.darts.architect", "attacker.perturb"],
+        [
+            "sota.cnn.model_search",
+            "sota.cnn.spaces",
+            "optimizers.darts.architect",
+            "attacker.perturb",
+        ],
     )
     primitives = spaces.spaces_dict["s5"]
     ops = list(primitives["primitives_normal"][0])

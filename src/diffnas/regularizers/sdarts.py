@@ -20,6 +20,7 @@ official code).
 from __future__ import annotations
 
 import dataclasses
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,10 +109,11 @@ class WeightPerturbation(Regularizer):
         ops = self.perturb(s, mix, base, self._epsilon, batch)
         return dataclasses.replace(mix, ops=ops)
 
+    @abstractmethod
     def perturb(
         self, s: Searcher, mix: MixWeights, base: Weights, eps: float, batch: Batch
     ) -> Weights:
-        raise NotImplementedError
+        """The op weights for the weight step, from the relaxation's (`base`, detached)."""
 
     def metrics(self) -> dict[str, Any]:
         return {"sdarts_epsilon": round(self._epsilon, 6)}

@@ -69,8 +69,15 @@ def test_nb201_edge_is_mixed_op_plus_beta_times_its_input(beta: float) -> None:
     assert not torch.allclose(dag([x], w)[-1], got[-1], atol=1e-3)
 
 
-def test_darts_reduction_edges_get_a_trained_factorized_reduce_and_engine_equals_plain() -> None:
-    s = _searcher(*DARTS)
+@pytest.fixture(scope="module")
+def darts_searcher() -> Searcher:
+    return _searcher(*DARTS)
+
+
+def test_darts_reduction_edges_get_a_trained_factorized_reduce_and_engine_equals_plain(
+    darts_searcher: Searcher,
+) -> None:
+    s = darts_searcher
     cell = s.model.cells[1]  # normal, reduce, reduce
     assert cell.reduction
     dag = cell.dag
@@ -133,8 +140,8 @@ def test_beta_follows_the_official_decay_schedules() -> None:
     assert aux_beta(s.config.supernet, s.epoch, s.epochs) == 0.0  # the search's end
 
 
-def test_aux_skip_is_never_part_of_alpha_or_the_genotype() -> None:
-    s = _searcher(*DARTS)
+def test_aux_skip_is_never_part_of_alpha_or_the_genotype(darts_searcher: Searcher) -> None:
+    s = darts_searcher
     specs = s.space.arch_specs()  # the space's α layout, which knows no auxiliary skip
     assert s.model.arch_specs == specs
     assert {k: tuple(a.shape) for k, a in s.arch.alpha.items()} == {

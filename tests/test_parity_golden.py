@@ -27,6 +27,9 @@ FIXTURES = [
     "beta_darts",
     "fair_darts",
     "drnas",
+    "sdarts_rs",
+    "sdarts_adv",
+    "darts_minus",
 ]
 
 

@@ -35,6 +35,7 @@ import torch
 from diffnas.config import load_config
 from diffnas.data.datasets import Dataset, ImageSet
 from diffnas.search import Searcher
+from diffnas.supernet.aux_skip import aux_beta, set_aux_beta
 
 Tensors = dict[str, torch.Tensor]
 FIXTURE_VERSION = 1
@@ -66,6 +67,9 @@ class Case:
     sample_seed: int | None = None
     # DrNAS: prune every edge to its `prune_keep` ops of largest α before the step
     prune_keep: int | None = None
+    # torch seed set just before the weight step (SDARTS draws its perturbation there); None:
+    # not set
+    noise_seed: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Case:
@@ -117,6 +121,8 @@ def build_searcher(case: Case) -> Searcher:
     s.epoch, s.step = case.epoch, 0
     s.progress = case.epoch / s.epochs
     s.relaxation.set_progress(s.progress)
+    if config.supernet.aux_skip:  # DARTS-'s β of the epoch, as the loop sets it at its start
+        set_aux_beta(s.model, aux_beta(config.supernet, case.epoch, s.epochs))
     return s
 
 
@@ -228,6 +234,8 @@ def diffnas_step(case: Case) -> tuple[dict[str, Tensors], dict[str, Any]]:
     out = {"alpha_grad": arch_tensors(s, grad=True), "alpha": arch_tensors(s)}
     if case.sample_seed is not None:
         torch.manual_seed(case.sample_seed + 1)
+    if case.noise_seed is not None:
+        torch.manual_seed(case.noise_seed)
     s.weight_step(inputs["train"])
     out["weights"] = {n: p.detach().clone() for n, p in s.model.named_parameters()}
     return out, inputs

@@ -30,24 +30,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from diffnas.supernet.aux_skip import aux_beta, set_aux_beta
-
 CASE = common.Case(preset="darts_minus", lr=0.02, epoch=7)
-
-
-def diffnas_side(case: common.Case) -> tuple[dict[str, common.Tensors], dict[str, Any], Any]:
-    s = common.build_searcher(case)
-    # what Searcher._run_epoch does at the start of the case's epoch
-    beta = aux_beta(s.config.supernet, case.epoch, s.epochs)
-    set_aux_beta(s.model, beta)
-    inputs = common.make_inputs(case, s)
-    common.load_inputs(s, inputs)
-    s.arch_step(inputs["train"], inputs["val"])
-    out = {"alpha_grad": common.arch_tensors(s, grad=True), "alpha": common.arch_tensors(s)}
-    s.weight_step(inputs["train"])
-    out["weights"] = {n: p.detach().clone() for n, p in s.model.named_parameters()}
-    print(f"β at epoch {case.epoch}: diffnas {beta}")
-    return out, inputs, s
 
 
 def official_step(
@@ -118,14 +101,37 @@ def official_step(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official", type=Path, required=True, help="DARTS- checkout")
+    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
+    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
     a = ap.parse_args(argv)
     common.set_float64()
     common.shim_old_torch()
-    ours, inputs, s = diffnas_side(CASE)
-    common.check_settings(CASE.preset, a.official / "src" / "search" / "args.py")
+    ours, inputs = common.diffnas_step(CASE)
+    s = common.build_searcher(CASE)
+    print(f"β at epoch {CASE.epoch}: diffnas {s.model.cells[0].dag.aux_beta}")
+    settings = common.check_settings(CASE.preset, a.official / "src" / "search" / "args.py")
     official = official_step(a.official, CASE, s, inputs)
     diffs = common.compare_full(ours, official)
     common.print_diffs("darts_minus", diffs)
+    if a.write:
+        reference = {
+            "repository": "Meituan-AutoML/DARTS-",
+            "commit": a.commit or common.checkout_commit(a.official),
+            "files": [
+                "src/search/model_search.py",
+                "src/search/args.py",
+                "src/utils.py",
+                "src/spaces.py",
+                "src/search/architect.py",
+                "src/search/train_search.py",
+            ],
+        }
+        command = (
+            f"python benchmarks/parity/darts_minus_ref.py --official DARTS_MINUS_CHECKOUT "
+            f"--write {a.write}"
+        )
+        summary = common.summarize(CASE, official, inputs["weights"])
+        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
     return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
 
 

@@ -16,7 +16,10 @@ therefore builds the official BatchNorm layers without running statistics
 says so; with --official-bn it keeps them and shows the size of that difference.
 
     python benchmarks/parity/sdarts_ref.py --official /path/to/SmoothDARTS --preset sdarts_rs
-        [--official-bn]
+        [--official-bn] [--steps N] [--write tests/golden/sdarts_rs.json]
+
+The fixture tests/golden/sdarts_adv.json is written with --steps 2 (the preset's 7 steps
+cost CI too much time); the figure in docs/reproduction.md is for 7.
 """
 
 from __future__ import annotations
@@ -33,23 +36,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-NOISE_SEED = 1234
 
-
-def case_for(preset: str) -> common.Case:
-    return common.Case(preset=preset, lr=0.02, epoch=7)
-
-
-def diffnas_side(case: common.Case) -> tuple[dict[str, common.Tensors], dict[str, Any], Any]:
-    s = common.build_searcher(case)
-    inputs = common.make_inputs(case, s)
-    common.load_inputs(s, inputs)
-    s.arch_step(inputs["train"], inputs["val"])
-    out = {"alpha_grad": common.arch_tensors(s, grad=True), "alpha": common.arch_tensors(s)}
-    torch.manual_seed(NOISE_SEED)
-    s.weight_step(inputs["train"])
-    out["weights"] = {n: p.detach().clone() for n, p in s.model.named_parameters()}
-    return out, inputs, s
+def case_for(preset: str, steps: int = 7) -> common.Case:
+    """The comparison; `steps`: PGD steps of sdarts_adv (the preset's 7 unless given)."""
+    overrides = (
+        [f"search.regularizers=[{{name: sdarts_adv, steps: {steps}}}]"] if steps != 7 else []
+    )
+    return common.Case(preset=preset, overrides=overrides, lr=0.02, epoch=7, noise_seed=1234)
 
 
 def official_step(
@@ -100,13 +93,19 @@ def official_step(
     # the rest of the loop body of sota/cnn/train_search.py train()
     epochs = 50  # the script's default (the preset's)
     epsilon_alpha = 0.03 + (0.3 - 0.03) * case.epoch / epochs
-    perturb_alpha = {"sdarts_rs": perturb.Random_alpha, "sdarts_adv": perturb.Linf_PGD_alpha}[
-        case.preset
-    ]
+    if case.preset == "sdarts_adv":
+        steps = s.regularizers[0].params.steps
+
+        def perturb_alpha(model: Any, x: Any, y: Any, eps: float) -> None:
+            perturb.Linf_PGD_alpha(model, x, y, eps, steps=steps)
+
+    else:
+        perturb_alpha = perturb.Random_alpha
     optimizer.zero_grad()
     arch.optimizer.zero_grad()
     model.softmax_arch_parameters()
-    torch.manual_seed(NOISE_SEED)
+    assert case.noise_seed is not None
+    torch.manual_seed(case.noise_seed)  # as diffnas's side, just before the weight step
     perturb_alpha(model, x, y, epsilon_alpha)
     optimizer.zero_grad()
     arch.optimizer.zero_grad()
@@ -128,19 +127,44 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sdarts_adv: keep the official BatchNorm running statistics (eval-mode attack)",
     )
+    ap.add_argument("--steps", type=int, default=7, help="sdarts_adv: PGD steps (preset: 7)")
+    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
+    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
     a = ap.parse_args(argv)
     common.set_float64()
     common.shim_old_torch()
     # optimizers/darts/utils.py subclasses torchvision's VisionDataset (data loading only)
     sys.modules["torchvision.datasets"].VisionDataset = object  # type: ignore[attr-defined]
-    case = case_for(a.preset)
-    ours, inputs, s = diffnas_side(case)
-    common.check_settings(case.preset, a.official / "sota" / "cnn" / "train_search.py")
-    print(f"ε at epoch {case.epoch}: diffnas {s.regularizers[0].metrics()['sdarts_epsilon']}")
+    case = case_for(a.preset, a.steps)
+    ours, inputs = common.diffnas_step(case)
+    s = common.build_searcher(case)
+    settings = common.check_settings(case.preset, a.official / "sota" / "cnn" / "train_search.py")
+    print(f"ε at epoch {case.epoch}: {s.regularizers[0].epsilon_at(case.epoch, s.epochs)}")
     official = official_step(a.official, case, s, inputs, a.official_bn)
     diffs = common.compare_full(ours, official)
     bn = " (official BN running statistics)" if a.official_bn else ""
     common.print_diffs(a.preset + bn, diffs)
+    if a.write:
+        if a.official_bn:
+            raise SystemExit("--write stores the comparison without --official-bn")
+        reference = {
+            "repository": "xiangning-chen/SmoothDARTS",
+            "commit": a.commit or common.checkout_commit(a.official),
+            "files": [
+                "sota/cnn/model_search.py",
+                "sota/cnn/spaces.py",
+                "optimizers/darts/architect.py",
+                "attacker/perturb.py",
+                "attacker/linf_sgd.py",
+                "sota/cnn/train_search.py",
+            ],
+        }
+        command = (
+            f"python benchmarks/parity/sdarts_ref.py --official SMOOTHDARTS_CHECKOUT "
+            f"--preset {a.preset} --steps {a.steps} --write {a.write}"
+        )
+        summary = common.summarize(case, official, inputs["weights"])
+        common.write_fixture(a.write, case, reference, summary, diffs, command, settings)
     return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
 
 

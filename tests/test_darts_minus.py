@@ -122,7 +122,7 @@ def test_beta_follows_the_official_decay_schedules() -> None:
     assert aux_beta(net("none"), 30, 50) == 1.0
     assert aux_beta(net("linear", 4), 6, 10) == 0.0  # held at 0 after aux_skip_epochs
 
-    s = _searcher(*NB201, "search.epochs=2")
+    s = _searcher(*NB201, "search.epochs=2", "data.batch_size=16")
     seen: list[float] = []
     dags = [m for m in s.model.modules() if isinstance(m, SearchDAG)]
     original = s.weight_step

@@ -18,8 +18,8 @@ says so; with --official-bn it keeps them and shows the size of that difference.
     python benchmarks/parity/sdarts_ref.py --official /path/to/SmoothDARTS --preset sdarts_rs
         [--official-bn] [--steps N] [--write tests/golden/sdarts_rs.json]
 
-The fixture tests/golden/sdarts_adv.json is written with --steps 2 (the preset's 7 steps
-cost CI too much time); the figure in docs/reproduction.md is for 7.
+Only sdarts_rs has a golden fixture (the attack's passes cost CI too much time); --steps N
+compares sdarts_adv with N PGD steps on both sides (the preset's 7 by default).
 """
 
 from __future__ import annotations

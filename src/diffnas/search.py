@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import yaml
 from torch.func import functional_call
 
+from diffnas import distributed
 from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
 from diffnas.config import Config, from_dict, load_config, to_dict, validate
 from diffnas.data import CyclingStream, SearchData, search_data
@@ -126,6 +127,7 @@ class Searcher:
             validate(config)  # a Config built or changed in Python gets the loader's checks
         self.config = config
         self.run = run
+        distributed.init()  # under torchrun: join its group (and take this rank's GPU)
         set_threads(config.threads)
         self.device = resolve_device(config.device)
         # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
@@ -187,6 +189,7 @@ class Searcher:
         self.callbacks: list[Callback] = list(callbacks or [])
         for p in self.parts():
             p.setup(self)
+        distributed.attach(self)  # under torchrun: shard the batches, sum the meters
 
     # ------------------------------------------------------------------ helpers for parts
     def parts(self) -> list[Any]:
@@ -244,7 +247,7 @@ class Searcher:
 
         total = torch.zeros((), device=self.device)
         if self.regularizers:
-            ctx = RegContext(self.arch, mix, ce.detach(), self.progress, self)
+            ctx = RegContext(self.arch, mix, distributed.mean(ce.detach()), self.progress, self)
             for r in self.regularizers:
                 total = total + r.loss(ctx)
         return total
@@ -283,6 +286,7 @@ class Searcher:
     def arch_step(self, train_batch: Batch, val_batch: Batch) -> None:
         self.a_opt.zero_grad(set_to_none=True)
         result = self.updater.arch_grads(self, train_batch, val_batch)
+        distributed.average_grads(self.arch_parameters())
         self.a_opt.step()
         self.relaxation.after_arch_step(self.arch)
         for r in self.regularizers:
@@ -308,6 +312,7 @@ class Searcher:
         params = list(self.model.parameters())
         if with_alpha:
             params += [p for p in self.arch_parameters() if p.grad is not None]
+        distributed.average_grads(params)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         self.w_opt.step()
         self.schedule.after_weight_step(
@@ -501,6 +506,8 @@ def default_callbacks(config: Config, progress: bool | None = None) -> list[Call
     from diffnas.nasbench import nb201
 
     cbs: list[Callback] = []
+    if not distributed.is_main():  # ranks > 0 write nothing
+        return cbs
     if (
         config.space.name == "nb201"
         and config.log.lookup
@@ -584,16 +591,18 @@ def search(
 
         preflight(cfg)
     path = out if out is not None else cfg.out
-    run = RunDir.create(cfg, path)
+    run = distributed.on_main(lambda: RunDir.create(cfg, path))  # None on ranks > 0
     try:
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
         searcher = Searcher(cfg, run, cbs, dataset)
         return searcher.run_search()
     except BaseException:
-        run.discard()  # a start that failed before its first checkpoint leaves nothing
+        if run is not None:
+            run.discard()  # a start that failed before its first checkpoint leaves nothing
         raise
     finally:
-        run.release()
+        if run is not None:
+            run.release()
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
@@ -667,14 +676,23 @@ def resume(
             progress=progress,
         )
 
-    run = _search_run(run_dir, lock=True)
-    try:
+    run = distributed.on_main(lambda: _search_run(run_dir, lock=True))  # None on ranks > 0
+
+    def load() -> tuple[dict[str, Any], Config]:
+        assert run is not None
         state = run.load_checkpoint()
-        cfg = run.resume_config(state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate)
+        return state, run.resume_config(
+            state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate
+        )
+
+    try:
+        state, cfg = distributed.shared(load)  # read by rank 0, sent to the others
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
         searcher = Searcher(cfg, run, cbs, dataset)
         searcher.load_state_dict(state)
-        run.write_metrics(searcher.history)
+        if run is not None:
+            run.write_metrics(searcher.history)
         return searcher.run_search()
     finally:
-        run.release()
+        if run is not None:
+            run.release()

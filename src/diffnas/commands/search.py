@@ -53,10 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import diffnas
+    from diffnas import distributed
     from diffnas.config import dump_config
 
-    out = Console(soft_wrap=True)
+    out = Console(soft_wrap=True, quiet=not distributed.is_main())  # torchrun: rank 0 prints
     progress, callbacks = progress_args(args)
+    callbacks = callbacks if distributed.is_main() else None
     if args.resume:
         overrides = resume_overrides(args)
         if not (args.print_config or args.dry_run):

@@ -273,14 +273,12 @@ def test_a_failing_run_is_a_failed_row_and_is_tried_again(tmp_path, tiny_protoco
 
 
 ORPHAN_SCRIPT = """
-import multiprocessing, os, sys, time
-from concurrent.futures import ProcessPoolExecutor
-from diffnas.bench.quality import _exit_with_parent
+import os, sys, time
+from diffnas.network_search.executors import ProcessExecutor
 if __name__ == "__main__":
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        1, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(), 0.05)
-    )
+    ex = ProcessExecutor(1, watch_s=0.05)  # the bench's executor
+    assert list(ex.run(abs, [-1])) == [1]
+    pool = ex.pool
     worker = pool.submit(os.getpid).result()
     pool.submit(time.sleep, 120)
     print(worker, flush=True)
@@ -306,3 +304,19 @@ def test_bench_workers_end_when_the_bench_process_is_killed(tmp_path) -> None:
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker), "the worker outlived the killed bench by 15 s"
+
+
+def test_a_run_on_a_node_without_the_output_is_sent_back(tmp_path, tiny_protocol) -> None:
+    # a Ray worker that cannot read the driver's token in OUT searches in a directory of its
+    # own and returns the run directory, which the driver unpacks where the run belongs
+    from diffnas.bench.quality import STORAGE_CHECK, _unpack, run_task
+
+    out = tmp_path / "bench"
+    (job,) = plan([MethodSpec.parse("darts")], [0], out, tiny_protocol, jobs=1).jobs
+    out.mkdir()
+    (out / STORAGE_CHECK).write_text("the driver's token")
+    rec = run_task({"job": job, "token": "another token"})
+    assert rec["status"] == "done" and not job.run_dir.exists()  # nothing written to OUT
+    _unpack(rec.pop("files"), job.run_dir)
+    row = read_row(job.run_dir, "darts", 0)
+    assert row.status == "done" and row.epochs_done == 1 and row.cell

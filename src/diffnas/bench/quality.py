@@ -3,7 +3,8 @@
 A method is one or more config layers (a preset name or file, plus `key=value` overrides);
 the protocol is layered after it, so the method keeps its own optimizer settings and parts
 while the protocol fixes the budget (space size, data, resolution, epochs). Runs go to
-`OUT/runs/<method>-s<seed>`, in parallel processes; a run with `bench.json` is finished
+`OUT/runs/<method>-s<seed>`, in parallel processes or as Ray tasks on a cluster (the
+executors of diffnas.network_search.executors); a run with `bench.json` is finished
 and skipped, a run with a checkpoint is resumed, anything else starts fresh. The table
 (Markdown and CSV) and the plot of NB201 lookup accuracy per epoch are rebuilt from the
 run directories, so they always show what is on disk.
@@ -14,13 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import multiprocessing
 import os
 import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,7 +168,14 @@ def plan(
     return result
 
 
-OUT_FILES = {"runs", "quality.md", "quality.csv", "quality.png", "quality.tmp.png"}
+OUT_FILES = {
+    "runs",
+    "quality.md",
+    "quality.csv",
+    "quality.png",
+    "quality.tmp.png",
+    ".storage-check",
+}
 
 
 def claim_out(out: Path, lock: bool = True) -> DirLock | None:
@@ -280,43 +286,131 @@ def run_job(job: Job) -> dict[str, Any]:
     return record
 
 
-# the bench's workers end with it (a bench killed with SIGTERM/SIGKILL would otherwise leave
-# them searching on, competing with the rerun for the cores; the interrupted run resumes
-# from its checkpoint on the next bench)
-def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
-    from diffnas.utils import exit_with_parent  # imports torch: not at module level
+STORAGE_CHECK = ".storage-check"  # OUT/this: a token a task reads to see OUT is shared
 
-    exit_with_parent(parent, poll_s)
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """A job run where its task lands (a process of the pool, or a Ray worker).
+
+    Where OUT is shared storage (the task reads the driver's token in OUT), the search
+    runs in its run directory there. Elsewhere (a Ray node without OUT) it runs in a local
+    temporary directory, seeded with the run directory the driver sent (a run to resume),
+    and the finished directory goes back to the driver in the record (`files`, a tar).
+    """
+    job: Job = task["job"]
+    token = task.get("token")
+    check = job.run_dir.parent.parent / STORAGE_CHECK
+    try:
+        shared = token is None or check.read_text() == token
+    except OSError:
+        shared = False
+    if shared:
+        return run_job(job)
+    import tempfile
+    from dataclasses import replace
+
+    with tempfile.TemporaryDirectory(prefix="diffnas-bench-") as tmp:
+        local = Path(tmp) / job.run_dir.name
+        if task.get("files"):
+            _unpack(task["files"], local)
+        record = run_job(replace(job, run_dir=local))
+        record["files"] = _pack(local)
+        record["ran_on"] = "local storage of the worker, sent back"
+    return record
+
+
+def _pack(run_dir: Path) -> bytes:
+    """A run directory as a gzip'ed tar (its lock file left out)."""
+    import tarfile
+
+    from diffnas.run import LOCK
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for f in sorted(run_dir.iterdir()):
+            if f.name != LOCK and f.is_file():
+                tar.add(f, arcname=f.name)
+    return buf.getvalue()
+
+
+def _unpack(data: bytes, run_dir: Path) -> None:
+    """Make `run_dir` hold exactly the files of a `_pack` archive (plain files only)."""
+    import shutil
+    import tarfile
+
+    tmp = run_dir.with_name(f".{run_dir.name}.incoming")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or "/" in member.name or member.name.startswith(".."):
+                raise DiffnasError(f"a returned run directory holds '{member.name}'")
+            src = tar.extractfile(member)
+            assert src is not None
+            (tmp / member.name).write_bytes(src.read())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    os.replace(tmp, run_dir)
+
+
+def _failed(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """The record of a job whose worker died (a crashed process, a lost Ray node)."""
+    job: Job = task["job"]
+    return {
+        "method": job.method,
+        "seed": job.seed,
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+
+
+EXECUTORS = ("process", "ray", "serial")
 
 
 def execute(
-    bench: BenchPlan, on_done: Callable[[Job, dict[str, Any]], None] | None = None
+    bench: BenchPlan,
+    on_done: Callable[[Job, dict[str, Any]], None] | None = None,
+    executor: str = "process",
+    address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the plan's jobs, `parallel` processes at a time (inline when parallel == 1)."""
+    """Run the plan's jobs on an executor of diffnas.network_search.executors: `process`
+    (`parallel` spawned processes at a time; inline when parallel == 1), `ray` (a task of
+    `threads` CPUs per job, on the cluster at `address` or a local Ray) or `serial`.
+
+    A job whose worker dies is a failed row; finished runs are on disk (or sent back and
+    unpacked) as each job ends, so a killed bench resumes without re-running them."""
+    from diffnas.network_search.executors import make_executor
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got '{executor}'")
+    if executor == "process" and (bench.parallel == 1 or len(bench.jobs) <= 1):
+        executor = "serial"
+    jobs = {(j.method, j.seed): j for j in bench.jobs}
+    token = None
+    if executor == "ray" and bench.jobs:
+        import secrets
+
+        from diffnas.run import RunDir
+        from diffnas.utils import atomic_write_text
+
+        out = bench.jobs[0].run_dir.parent.parent
+        token = secrets.token_hex(16)
+        atomic_write_text(out / STORAGE_CHECK, token)
+        for job in bench.jobs:  # absolute paths: a Ray worker's directory is not ours
+            job.run_dir = job.run_dir.resolve()
+    tasks = []
+    for job in bench.jobs:
+        task: dict[str, Any] = {"job": job, "token": token}
+        if token is not None and RunDir(job.run_dir).checkpoint_path.exists():
+            task["files"] = _pack(job.run_dir)  # a run to resume, for a node without OUT
+        tasks.append(task)
     records = []
-    if bench.parallel == 1 or len(bench.jobs) <= 1:
-        for job in bench.jobs:
-            rec = run_job(job)
-            records.append(rec)
-            if on_done:
-                on_done(job, rec)
-        return records
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=bench.parallel,
-        mp_context=ctx,
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
-        futures: list[tuple[Job, Future[dict[str, Any]]]] = [
-            (job, pool.submit(run_job, job)) for job in bench.jobs
-        ]
-        for job, fut in futures:
-            try:
-                rec = fut.result()
-            except Exception as exc:  # the worker process itself died
-                rec = {"method": job.method, "seed": job.seed, "status": "failed"}
-                rec["error"] = f"{type(exc).__name__}: {exc}"
+    with make_executor(executor, bench.parallel, address, bench.threads) as pool:
+        for rec in pool.run(run_task, tasks, on_error=_failed):
+            job = jobs[(rec["method"], rec["seed"])]
+            files = rec.pop("files", None)
+            if files is not None:
+                _unpack(files, job.run_dir)
             records.append(rec)
             if on_done:
                 on_done(job, rec)

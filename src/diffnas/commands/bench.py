@@ -150,6 +150,21 @@ def _register_quality(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--table-only", action="store_true", help="only rebuild the table and plot from OUT"
     )
+    q.add_argument(
+        "--executor",
+        choices=["process", "ray", "serial"],
+        default="process",
+        help="where the searches run: a pool of --jobs processes on this machine (default), "
+        "Ray tasks of --threads CPUs each (on the cluster at --ray-address, else a local Ray), "
+        "or one after the other in this process",
+    )
+    q.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="a running Ray cluster (`ray start --head` prints it); with --executor ray. "
+        "OUT on storage the nodes share holds each run as it goes; otherwise each finished "
+        "run directory is sent back to this machine (docs/scale.md)",
+    )
     q.set_defaults(func=run_quality)
 
 
@@ -169,6 +184,10 @@ def run_quality(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         extra.append(f"search.epochs={args.epochs}")
     extra += list(args.overrides)
+    if args.ray_address and args.executor != "ray":
+        from diffnas.errors import ConfigError
+
+        raise ConfigError("--ray-address needs --executor ray")
     title = f"protocol {protocol or '(none)'}, seeds {' '.join(map(str, args.seeds))}"
     lock = quality.claim_out(out, lock=not args.table_only)  # one bench per OUT at a time
     try:
@@ -192,7 +211,7 @@ def run_quality(args: argparse.Namespace) -> int:
                 )
                 quality.write_outputs(out, labels, args.seeds, title)
 
-            quality.execute(bench, done)
+            quality.execute(bench, done, args.executor, args.ray_address)
         rows = quality.write_outputs(out, labels, args.seeds, title)
     finally:
         if lock is not None:

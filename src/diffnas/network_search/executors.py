@@ -1,7 +1,11 @@
-"""Where candidates train: Ray tasks, a process pool (spawn), or this process.
+"""Where tasks run: Ray tasks (a local Ray or a cluster's address), a process pool
+(spawn), or this process. One set of executors serves the network-level search (a task:
+a candidate to train) and `diffnas bench quality` (a task: a search).
 
-Each executor yields results as candidates finish, so the caller stores every one at once;
-results do not depend on the executor (a candidate's result is a function of its task).
+Each executor yields results as tasks finish, so the caller stores every one at once;
+results do not depend on the executor (a result is a function of its task). With
+`on_error`, a task whose worker failed (a crashed process, a lost Ray node) yields
+`on_error(task, exception)` instead of ending the run.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import Any
 from diffnas.errors import ConfigError, DiffnasError
 from diffnas.utils import exit_with_parent
 
-Task = dict[str, Any]
+Task = Any
 Result = dict[str, Any]
+OnError = Callable[[Task, BaseException], Result]
 
 
 def ray_available() -> bool:
@@ -30,8 +35,8 @@ def resolve_executor(name: str) -> str:
         return "ray" if ray_available() else "process"
     if name == "ray" and not ray_available():
         raise ConfigError(
-            "netsearch.executor is 'ray' but ray is not installed: "
-            'pip install "diffnas[ray]", or set netsearch.executor: process'
+            "the executor is 'ray' (netsearch.executor or --executor) but ray is not "
+            'installed: pip install "diffnas[ray]", or use the process executor'
         )
     return name
 
@@ -46,9 +51,17 @@ class Executor:
     def __init__(self, workers: int) -> None:
         self.workers = worker_count(workers)
 
-    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+    def run(
+        self, fn: Callable[[Task], Result], tasks: list[Task], on_error: OnError | None = None
+    ) -> Iterator[Result]:
         for task in tasks:
-            yield fn(task)
+            try:
+                result = fn(task)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                result = on_error(task, exc)
+            yield result
 
     def close(self) -> None:
         pass
@@ -76,7 +89,9 @@ class ProcessExecutor(Executor):
         self.pool: Any = None
         self.watch_s = watch_s
 
-    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+    def run(
+        self, fn: Callable[[Task], Result], tasks: list[Task], on_error: OnError | None = None
+    ) -> Iterator[Result]:
         if not tasks:  # everything cached (a resumed run): no workers to start
             return
         import multiprocessing
@@ -91,10 +106,16 @@ class ProcessExecutor(Executor):
                 initializer=exit_with_parent,
                 initargs=(os.getpid(), self.watch_s),
             )
-        futures = [self.pool.submit(fn, t) for t in tasks]
+        futures = {self.pool.submit(fn, t): t for t in tasks}
         try:
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    if on_error is None:
+                        raise
+                    result = on_error(futures[future], exc)
+                yield result
         except BrokenProcessPool:
             raise DiffnasError(
                 "a worker of the netsearch process pool died. Spawned workers import the main "
@@ -110,15 +131,20 @@ class ProcessExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """Ray tasks (one CPU each); `ray.init()` starts a local Ray unless `address` is given."""
+    """Ray tasks (`cpus` CPUs each); `ray.init()` starts a local Ray unless `address` names
+    a running cluster (`ray start --head` on one node, `ray start --address` on the others;
+    every node needs diffnas installed, and the task's data where its config says)."""
 
-    def __init__(self, workers: int, address: str | None = None) -> None:
+    def __init__(self, workers: int, address: str | None = None, cpus: int = 1) -> None:
         self.explicit_workers = workers
         super().__init__(workers)
         self.address = address
+        self.cpus = max(1, cpus)
         self.started = False
 
-    def run(self, fn: Callable[[Task], Result], tasks: list[Task]) -> Iterator[Result]:
+    def run(
+        self, fn: Callable[[Task], Result], tasks: list[Task], on_error: OnError | None = None
+    ) -> Iterator[Result]:
         if not tasks:  # everything cached (a resumed run): no cluster to start
             return
         import ray
@@ -129,12 +155,19 @@ class RayExecutor(Executor):
                 kwargs["num_cpus"] = self.explicit_workers
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
             self.started = True
-        remote = ray.remote(num_cpus=1)(fn)
-        pending = [remote.remote(t) for t in tasks]
+        remote = ray.remote(num_cpus=self.cpus, max_retries=0)(fn)
+        refs = {remote.remote(t): t for t in tasks}
+        pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                yield ray.get(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the task raised, or its worker died
+                    if on_error is None:
+                        raise
+                    result = on_error(refs[ref], exc)
+                yield result
 
     def close(self) -> None:
         if self.started:
@@ -144,10 +177,14 @@ class RayExecutor(Executor):
             self.started = False
 
 
-def make_executor(name: str, workers: int, address: str | None = None) -> Executor:
+def make_executor(
+    name: str, workers: int, address: str | None = None, cpus_per_task: int = 1
+) -> Executor:
+    """`name`: auto, ray, process or serial; `workers`: parallel tasks of the process pool
+    (and a local Ray's CPUs), 0 = the CPU count; `cpus_per_task`: what a Ray task asks for."""
     name = resolve_executor(name)
     if name == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, cpus_per_task)
     if name == "process":
         return ProcessExecutor(workers)
     if name == "serial":

@@ -194,9 +194,11 @@ class GlobalMeters:
         local.add(prefix, loss, logits, labels)
         keys = [f"{prefix}_loss", f"{prefix}_correct", f"{prefix}_n"]
         tally = torch.stack(
-            [torch.as_tensor(local.sums[k], dtype=torch.float64).reshape(()) for k in keys]
+            [
+                torch.as_tensor(local.sums[k], dtype=torch.float64, device=loss.device).reshape(())
+                for k in keys
+            ]
         )
-        tally = tally.to(loss.device)
         dist.all_reduce(tally)
         self.inner.scored = self.inner.scored and local.scored
         for k, v in zip(keys, tally):

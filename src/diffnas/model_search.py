@@ -99,6 +99,7 @@ def search_user(
     cfg, data = _user_data(cfg, space, train_data, val_data)
     from diffnas.run import RunDir
 
+    _single_process()
     run = RunDir.create(cfg, out if out is not None else cfg.out)
     try:
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
@@ -162,6 +163,7 @@ def resume_user(
     check_data(train_data, "train_data")
     if val_data is not None:
         check_data(val_data, "val_data")
+    _single_process()
     run = RunDir.open(run_dir, lock=True)  # one writer: refused while the run is going
     try:
         # as written by search_user (its space 'model' and data 'user' are not registry names)
@@ -176,6 +178,17 @@ def resume_user(
     finally:
         run.release()
     return ModelSearchResult(result.genotype, result.history, result.run_dir, cfg, space)
+
+
+def _single_process() -> None:
+    from diffnas import distributed
+
+    if distributed.world_size() > 1:
+        raise ConfigError(
+            "a search of a user model or user DataLoaders does not run data-parallel: start "
+            "it as one process (not under torchrun), or register the data as a dataset "
+            "(docs/user_models.md) and search a diffnas space"
+        )
 
 
 def is_user_target(config: Any, dataset: Any) -> bool:

@@ -586,7 +586,9 @@ def search(
             loss=loss,
         )
     cfg = _as_config(config, overrides)
-    if dataset is None:  # a run larger than the digits default: refuse it if it cannot fit
+    # a run larger than the digits default: refuse it if it cannot fit (one process: the
+    # probe's single-process figures overstate what each of several ranks needs)
+    if dataset is None and distributed.world_size() == 1:
         from diffnas.bench.estimate import preflight
 
         preflight(cfg)

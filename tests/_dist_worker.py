@@ -16,9 +16,11 @@ from diffnas.config import Config, load_config
 
 # the methods the tests compare, each its preset on a tiny nb201 supernet
 METHODS = ("darts", "gdas", "darts_prime")
-# DARTS-PRIME's informed schedule starting at the first gradient energy, one α step per
-# ~2 weight steps: α steps in a run of a few steps
-EXTRA = {"darts_prime": ["search.schedule.threshold=null", "search.schedule.f=2"]}
+# DARTS-PRIME's informed schedule starting at the first gradient energy and aiming at one α
+# step per weight step, on 6 steps: 4 of its decisions are α steps (2 are not)
+EXTRA = {
+    "darts_prime": ["search.schedule.threshold=null", "search.schedule.f=1", "data.subset=0.15"]
+}
 
 
 def config_for(method: str) -> Config:
@@ -28,7 +30,7 @@ def config_for(method: str) -> Config:
         "space.channels=4",
         "space.layers=1",
         "data.dataset=digits",
-        "data.subset=0.12",
+        "data.subset=0.1",
         "data.batch_size=16",
         "search.epochs=1",
         "log.progress=false",

@@ -63,7 +63,18 @@ def assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) ->
 
 
 def searches(root: Path) -> None:
-    """One rank: each method's search, then the one that is killed."""
+    """One rank: a start refused by rank 0, each method's search, the one that is killed."""
+    import os
+
+    from diffnas.errors import CheckpointError
+
+    theirs = root / "not-ours"  # a directory diffnas did not make: rank 0 refuses it
+    theirs.mkdir(exist_ok=True)
+    (theirs / "notes.txt").write_text("the user's")
+    try:
+        diffnas.search(config_for("darts"), out=theirs, progress=False)
+    except CheckpointError:  # raised on every rank, not only on rank 0
+        (root / f"refused-{os.environ['RANK']}").touch()
     for method in METHODS:
         diffnas.search(config_for(method), out=root / method, progress=False)
     cfg = config_for(KILL_METHOD)
@@ -77,6 +88,7 @@ def resume_cli(run_dir: Path) -> None:
 
 def test_two_ranks_match_one_process_and_a_killed_run_resumes(tmp_path: Path) -> None:
     assert launch(searches, (tmp_path,)) == [-9, -9]  # both ranks reached the kill
+    assert (tmp_path / "refused-0").exists() and (tmp_path / "refused-1").exists()
 
     for method in METHODS:
         want = reference(method)

@@ -40,24 +40,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _ray(*args: str) -> subprocess.Popen:
+def _ray(log: Path, *args: str) -> subprocess.Popen:
     """`ray start ... --block` in a session of its own (ended by its process group)."""
     ray = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen(
-        [ray, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", *args],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with open(log, "w") as fh:
+        return subprocess.Popen(
+            [ray, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", *args],
+            env=_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-def _status(address: str) -> str:
-    ray = str(Path(sys.executable).with_name("ray"))
-    out = subprocess.run(
-        [ray, "status", "--address", address], env=_env(), capture_output=True, text=True
-    )
-    return out.stdout if out.returncode == 0 else ""
+def _started(node: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    """Wait until `ray start` says its node runs (it prints this once the node is up)."""
+    deadline = time.monotonic() + timeout
+    while "Ray runtime started" not in log.read_text():
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"ray start failed:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
 
 
 def _wait(what: str, ok, timeout: float = 60.0) -> None:
@@ -72,26 +74,20 @@ def _wait(what: str, ok, timeout: float = 60.0) -> None:
 def cluster():
     from tests._dist_worker import free_port
 
-    address = f"127.0.0.1:{free_port()}"
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths
-    nodes = [
-        _ray(
-            "--head",
-            f"--port={address.split(':')[1]}",
-            "--include-dashboard=false",
-            f"--temp-dir={temp}",
-            "--disable-usage-stats",
-        )
-    ]
+    port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    head = ["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
+    nodes = [_ray(temp / "head.log", *head, "--disable-usage-stats")]
     try:
-        _wait("the head node", lambda: bool(_status(address)))
-        nodes.append(_ray(f"--address={address}", "--disable-usage-stats"))
-        _wait("the worker node", lambda: _status(address).count("node_") >= 2)
-        yield address
+        _started(nodes[0], temp / "head.log")
+        worker = [f"--address=127.0.0.1:{port}", "--disable-usage-stats"]
+        nodes.append(_ray(temp / "worker.log", *worker))
+        _started(nodes[1], temp / "worker.log")
+        yield f"127.0.0.1:{port}"
     finally:
         for node in nodes:  # `ray start --block` stops its node's processes on SIGTERM
             _signal_group(node, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 3
         for node in nodes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.wait(max(0.1, deadline - time.monotonic()))

@@ -155,7 +155,7 @@ class RayExecutor(Executor):
                 kwargs["num_cpus"] = self.explicit_workers
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
             self.started = True
-        remote = ray.remote(num_cpus=self.cpus, max_retries=0)(fn)
+        remote = ray.remote(num_cpus=self.cpus)(fn)  # a crashed worker: retried by Ray
         refs = {remote.remote(t): t for t in tasks}
         pending = list(refs)
         while pending:

@@ -15,11 +15,13 @@ from diffnas.callbacks.base import Callback
 from diffnas.config import Config, load_config
 
 # the methods the tests compare, each its preset on a tiny nb201 supernet
-METHODS = ("darts", "gdas", "darts_prime")
+METHODS = ("darts", "gdas", "darts_prime", "sdarts_adv")
 # DARTS-PRIME's informed schedule starting at the first gradient energy and aiming at one α
 # step per weight step, on 6 steps: 4 of its decisions are α steps (2 are not)
+# SDARTS-ADV's attack on the batch of each weight step: 2 PGD steps instead of 7
 EXTRA = {
-    "darts_prime": ["search.schedule.threshold=null", "search.schedule.f=1", "data.subset=0.15"]
+    "darts_prime": ["search.schedule.threshold=null", "search.schedule.f=1", "data.subset=0.15"],
+    "sdarts_adv": ["search.regularizers=[{name: sdarts_adv, steps: 2}]"],
 }
 
 

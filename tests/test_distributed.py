@@ -5,7 +5,8 @@ gradients averaged over the ranks) ends with the α of a 1-process search of the
 config and seed whose supernet normalizes each half of a batch separately (batch
 normalization uses per-rank statistics in a data-parallel search, so the reference runs
 the two halves through the supernet one after the other and concatenates the logits), to
-float32 tolerance, for first-order DARTS, GDAS and DARTS-PRIME. A 2-rank run killed with
+float32 tolerance, for first-order DARTS, GDAS, DARTS-PRIME and SDARTS-ADV (whose attack
+uses the batch: its losses and gradients are averaged over the ranks). A 2-rank run killed with
 SIGKILL mid-epoch resumes (`diffnas search --resume` on 2 ranks) to the α of the
 uninterrupted run, and its checkpoint continues as well in a single process.
 

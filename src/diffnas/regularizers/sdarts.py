@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from diffnas import distributed
 from diffnas.errors import ConfigError
 from diffnas.parts import Batch, RegContext, Regularizer
 from diffnas.registry import REGULARIZERS
@@ -180,8 +181,10 @@ class AdversarialPGD(WeightPerturbation):
         # the official attack runs the network in eval mode, so BatchNorm running statistics
         # (diffnas's cells keep none; the nb201 stem does) are not moved by its passes
         saved = {k: b.detach().clone() for k, b in s.model.named_buffers()}
+        # data-parallel (diffnas.distributed): losses and gradients of the global batch, the
+        # mean over the ranks, so every rank takes the same attack and the same decision
         with torch.no_grad():
-            before = float(self._loss(s, mix, base, batch))
+            before = float(distributed.mean(self._loss(s, mix, base, batch)))
         cur = base
         if p.random_start:
             cur = {
@@ -194,13 +197,14 @@ class AdversarialPGD(WeightPerturbation):
             loss = self._loss(s, mix, leaves, batch)
             with s.autocast():
                 grads = torch.autograd.grad(loss, [leaves[k] for k in keys], allow_unused=True)
+            grads = tuple(None if g is None else distributed.mean(g) for g in grads)
             nxt = {}
             for k, g in zip(keys, grads):
                 w = cur[k] if g is None else cur[k] + lr * torch.sign(g)
                 nxt[k] = self.project(base[k] + (w - base[k]).clamp(-eps, eps))
             cur = nxt
         with torch.no_grad():
-            after = float(self._loss(s, mix, cur, batch))
+            after = float(distributed.mean(self._loss(s, mix, cur, batch)))
         for k, b in s.model.named_buffers():
             b.copy_(saved[k])
         self._kept = not (p.keep_if_better and before > after)

@@ -48,10 +48,10 @@ def main(runs: list[str]) -> None:
         types = {f"cell{i}": t for i, t in enumerate(get_space(cfg.space).cell_types())}
         for r in run.read_metrics():
             line = [f"epoch {r['epoch'] + 1}: val_acc {r['val_acc']:.2f}"]
-            line.append(f"Reg {r['rdarts_reg']:.3g} (d {r['rdarts_d']:.3g}, r {r['rdarts_r']:.3g})")
-            line.append(f"lambda {r['rdarts_lambda']:.3g}")
+            line.append(f"Reg {r['rdarts/reg']:.3g} (d {r['rdarts/d']:.3g}, r {r['rdarts/r']:.3g})")
+            line.append(f"lambda {r['rdarts/lambda']:.3g}")
             print("  " + ", ".join(line))
-            for name in ("rdarts_cost", "rdarts_cost_ref"):
+            for name in ("rdarts/cost", "rdarts/cost_ref"):
                 costs = r[name]
                 cells = "  ".join(f"{k} {v:9.1f}" for k, v in costs.items())
                 groups = []

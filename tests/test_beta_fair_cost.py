@@ -44,7 +44,7 @@ def test_beta_decay_value_schedule_and_gradient_match_the_formula() -> None:
     reg = BetaDecay(BetaDecay.Params(lambda_max=50.0))
     for t, lam in ((0.0, 0.0), (0.3, 15.0), (1.0, 50.0)):
         assert reg.loss(ctx(alpha, t)).item() == pytest.approx(lam * mean_lse, rel=1e-6)
-        assert reg.metrics()["beta_decay_lambda"] == pytest.approx(lam)
+        assert reg.metrics()["lambda"] == pytest.approx(lam)
 
     reg.loss(ctx(alpha, 0.3)).backward()
     for key, r in rows.items():  # ∂/∂α_e = λ / E · softmax(α_e)

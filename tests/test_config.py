@@ -75,3 +75,17 @@ def test_malformed_yaml_and_missing_files(tmp_path) -> None:
 def test_registries_list_builtin_parts() -> None:
     assert {"darts", "nb201"} <= set(SPACES.names())
     assert "softmax" in RELAXATIONS.names()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search.regularizers=[{name: admm, rho: -1}]", "admm: rho must be >= 0"),
+        ("search.regularizers=[{name: prox, rho: -1}]", "prox: rho must be >= 0"),
+        ("search.schedule={name: informed, multiplier: 0.5}", "multiplier must be > 1"),
+    ],
+)
+def test_part_checks_in_init_fire_when_the_config_loads(override: str, message: str) -> None:
+    """A part's own checks (in its __init__, beyond its Params' types) run at load time."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(["darts"], [override])

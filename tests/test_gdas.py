@@ -109,7 +109,7 @@ def test_gdas_search_logs_a_falling_temperature(tmp_path) -> None:
     cfg = tiny_config("nb201", epochs=2, **{"search.relaxation": "gumbel"})
     result = diffnas.search(cfg, out=tmp_path / "run")
     # per epoch, reaching tau_min on the last (XAutoDL); it used to fall per step
-    assert [h["tau"] for h in result.history] == [10.0, 0.1]
+    assert [h["gumbel/tau"] for h in result.history] == [10.0, 0.1]
 
 
 def test_gdas_scalar_estimator_gives_each_unsampled_op_the_sum_of_its_edges_gradient() -> None:

@@ -80,7 +80,7 @@ def test_latency_regularizer_lowers_predicted_latency_and_runs_in_a_search(
     for _ in range(10):  # gradient descent on the regularizer alone
         mix = MixWeights({"cell": torch.softmax(alpha, -1)})
         loss = reg.loss(RegContext(s.arch, mix, torch.tensor(1.0), 0.0, s))
-        predicted.append(reg.metrics()["predicted_latency_ms"])
+        predicted.append(reg.metrics()["predicted_ms"])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -88,7 +88,7 @@ def test_latency_regularizer_lowers_predicted_latency_and_runs_in_a_search(
     assert predicted[-1] < predicted[0]
 
     result = diffnas.search(cfg, out=tmp_path / "run")
-    assert result.history[-1]["predicted_latency_ms"] > 0
+    assert result.history[-1]["latency/predicted_ms"] > 0
 
     # a predictor fitted for other ops is refused, naming the mismatch
     other = tiny_config(

@@ -177,8 +177,8 @@ def test_logged_costs_are_expected_parameters_at_actual_and_reference_width() ->
     alpha = set_alpha(s, seed=3)
     m = reg.metrics()
     for tables, logged in (
-        (reference_tables(WIDTHS), "rdarts_cost"),
-        (reference_tables([C] * 5), "rdarts_cost_ref"),
+        (reference_tables(WIDTHS), "cost"),
+        (reference_tables([C] * 5), "cost_ref"),
     ):
         want = np_reg(alpha, tables, "l2")[3]
         assert list(m[logged]) == [f"cell{i}" for i in range(5)]
@@ -206,7 +206,7 @@ def test_share_rule_keeps_rho_share_of_the_cross_entropy() -> None:
     g_reg = torch.autograd.grad(reg.terms(s, s.arch).reg, params)
     for a, b in zip(g_loss, g_reg):
         torch.testing.assert_close(a, 0.1 * ce / want_reg * b, rtol=1e-4, atol=1e-9)
-    assert reg.metrics()["rdarts_lambda"] == pytest.approx(0.1 * ce / want_reg, rel=1e-5)
+    assert reg.metrics()["lambda"] == pytest.approx(0.1 * ce / want_reg, rel=1e-5)
 
 
 def test_share_rule_caps_lambda_below_min_reg() -> None:
@@ -244,7 +244,7 @@ def test_fixed_zero_weight_adds_nothing_but_logs() -> None:
     loss = reg.loss(ctx_for(s, 2.0))
     assert float(loss.detach()) == 0.0
     m = reg.metrics()
-    assert m["rdarts_lambda"] == 0.0 and m["rdarts_reg"] > 0
+    assert m["lambda"] == 0.0 and m["reg"] > 0
 
 
 def test_any_relaxation_sigmoid_weights_are_normalized_per_edge() -> None:
@@ -305,8 +305,8 @@ def test_five_cell_search_writes_a_per_cell_genotype_the_network_accepts(tmp_pat
     ]
     assert all(len(c.edges) == 8 for c in g.cells)
     record = RunDir(tmp_path / "run").read_metrics()[-1]
-    assert record["rdarts_reg"] > 0 and record["rdarts_lambda"] is not None
-    assert set(record["rdarts_cost"]) == set(record["alpha"]) == {f"cell{i}" for i in range(5)}
+    assert record["rdarts/reg"] > 0 and record["rdarts/lambda"] is not None
+    assert set(record["rdarts/cost"]) == set(record["alpha"]) == {f"cell{i}" for i in range(5)}
     assert json.loads((tmp_path / "run" / "genotype.json").read_text())["cells"][4]["stage"] == 2
     assert RunDir(tmp_path / "run").load_checkpoint()["parts"][3]["lam"] >= 0.0  # λ checkpointed
 
@@ -446,7 +446,7 @@ def test_rdarts_searches_nb201_with_per_stage_alpha(tmp_path) -> None:
     assert result.genotype.space == "nb201" and len(result.genotype.cells) == 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     metrics = [json.loads(line) for line in lines]
-    assert metrics[-1]["rdarts_reg"] is not None and metrics[-1]["rdarts_reg"] > 0
+    assert metrics[-1]["rdarts/reg"] is not None and metrics[-1]["rdarts/reg"] > 0
 
 
 def test_per_alpha_derivations_refuse_nb201_per_stage_alpha() -> None:

@@ -53,4 +53,8 @@ def test_related_parts_compose_on_per_cell_darts(tmp_path) -> None:
     assert [c.type for c in result.genotype.cells] == ["normal", "reduce", "normal"]
     last = result.history[-1]
     # τ is set per epoch as XAutoDL does: the one epoch of this search is epoch 0, τ = tau_max
-    assert last["expected_macs"] > 0 and last["beta_decay_lambda"] > 0 and last["tau"] == 10.0
+    assert (
+        last["cost/expected_macs"] > 0
+        and last["beta_decay/lambda"] > 0
+        and last["gumbel/tau"] == 10.0
+    )

@@ -725,9 +725,12 @@ def validate(config: Config) -> None:
         (registry.REGULARIZERS, r, f"search.regularizers[{i}]")
         for i, r in enumerate(s.regularizers)
     ]
+    from diffnas.parts import build_part
+
     for reg, spec, where in checks:
-        part_cls = reg.get(spec.name)
-        build_params(getattr(part_cls, "Params", None), spec.params, f"{where} ({spec.name})")
+        # the part itself, not only its Params: checks in a part's __init__ (which must be
+        # cheap and draw no random numbers) fire when the config loads, not when a run starts
+        build_part(reg, spec, where)
     if config.search.w_nesterov and not config.search.w_momentum > 0:
         raise ConfigError(
             f"search.w_nesterov needs search.w_momentum > 0, got {config.search.w_momentum}; "

@@ -2,14 +2,21 @@
 
 relaxation (α -> op weights), regularizers (terms of the validation loss), schedule
 (when to take an architecture step), updater (how to get ∇α), derivation (weights ->
-genotype). Each has a strict `Params` dataclass, its own state_dict, and metrics.
+genotype). Each has a strict `Params` dataclass (checked when the config loads), its own
+state_dict, and metrics (namespaced by the part's registered name in metrics.jsonl).
+
+`PartContext` is what a part may read of the run it is in (the search loop passes itself,
+`diffnas.search.Searcher`, which has every attribute the protocol names): parts are typed
+against it, so mypy refuses a part that reaches further.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
@@ -19,10 +26,89 @@ from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import Active, MixWeights
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.config import Config
+    from diffnas.data import CyclingStream, SearchData
+    from diffnas.run import RunDir
+    from diffnas.spaces.base import Space
     from diffnas.spaces.genotype import Genotype
+    from diffnas.supernet.base import Supernet
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# what `Part.metrics` may return: JSON values (numbers, strings, None, lists, mappings)
+MetricValue = float | int | str | bool | None | list[Any] | dict[str, Any]
+Metrics = dict[str, MetricValue]
+
+
+class PartContext(Protocol):
+    """What a part may read of the search it is in (read-only: a part changes the run only
+    through what its hooks return, α's gradients (updaters) and its own state).
+
+    Where a part needs more, the protocol grows here, in one reviewed place.
+    """
+
+    # ---- the run
+    @property
+    def config(self) -> Config: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def run(self) -> RunDir | None:
+        """The run directory (None for a search without one), for files a part writes."""
+
+    # ---- progress: the epoch in progress, the weight step in it, fraction done
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def global_step(self) -> int: ...
+    @property
+    def steps_per_epoch(self) -> int: ...
+    @property
+    def total_steps(self) -> int: ...
+    @property
+    def progress(self) -> float: ...
+
+    # ---- α, the supernet (its cost tables: `model.cost_tables`), the space, the data
+    @property
+    def arch(self) -> Architecture: ...
+    @property
+    def model(self) -> Supernet: ...
+    @property
+    def space(self) -> Space: ...
+    @property
+    def data(self) -> SearchData: ...
+    @property
+    def val_stream(self) -> CyclingStream: ...
+    @property
+    def relaxation(self) -> Relaxation: ...
+    @property
+    def derivation(self) -> Derivation: ...
+    def arch_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    # ---- the optimizers' state (the second-order updater reads the weights' momentum)
+    @property
+    def w_opt(self) -> torch.optim.Optimizer: ...
+    @property
+    def a_opt(self) -> torch.optim.Optimizer: ...
+    @property
+    def w_lr(self) -> float: ...
+
+    # ---- the objective, for updaters and derivations that score
+    @property
+    def loss_fn(self) -> Callable[[Any, Any], torch.Tensor]: ...
+    def forward(
+        self, x: torch.Tensor, mix: MixWeights, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor: ...
+    def autocast(self) -> Any: ...
+    def full_precision(self) -> AbstractContextManager[None]: ...
+    def reg_loss(self, mix: MixWeights, ce: torch.Tensor) -> torch.Tensor: ...
+    def val_objective(
+        self, mix: MixWeights, batch: Batch, params: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def check_finite(self, loss: torch.Tensor, phase: str) -> None: ...
 
 
 class Part(ABC):
@@ -62,11 +148,13 @@ class Part(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
 
-    def metrics(self) -> dict[str, Any]:
-        """Values logged in metrics.jsonl at each epoch's end."""
+    def metrics(self) -> Metrics:
+        """Values logged in metrics.jsonl at each epoch's end, under `<name>/<key>` (the
+        part's registered name: `informed/threshold`). Called exactly once per epoch: a
+        part may reset its per-epoch means here."""
         return {}
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         """Called once the supernet and architecture exist (e.g. to read cost tables)."""
         del searcher
 
@@ -136,7 +224,7 @@ class RegContext:
     mix: MixWeights  # differentiable op weights of this step
     ce: torch.Tensor  # the cross-entropy part of the validation loss (with graph)
     progress: float  # fraction of the search done, in [0, 1]
-    searcher: Searcher
+    searcher: PartContext
 
 
 class Regularizer(Part):
@@ -188,12 +276,12 @@ class Updater(Part):
     """Computes ∇ of the validation objective w.r.t. the architecture parameters."""
 
     @abstractmethod
-    def arch_grads(self, s: Searcher, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
+    def arch_grads(self, s: PartContext, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
         """Set `.grad` of every architecture parameter; return the validation loss."""
 
 
 # --------------------------------------------------------------------------- derivation
 class Derivation(Part):
     @abstractmethod
-    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+    def derive(self, s: PartContext, final: bool = False) -> Genotype:
         """The genotype of the current α; `final` at the search's end (may cost a data pass)."""

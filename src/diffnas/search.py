@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,20 @@ import yaml
 from torch.func import functional_call
 
 from diffnas import distributed
-from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
+from diffnas.callbacks.base import Callback
 from diffnas.config import Config, from_dict, load_config, to_dict, validate
 from diffnas.data import CyclingStream, SearchData, search_data
 from diffnas.data.datasets import Dataset
-from diffnas.errors import CheckpointError, NumericalError
+from diffnas.errors import CheckpointError
+from diffnas.loop import (
+    CHECKPOINT_VERSION,
+    Loop,
+    Meters,
+    load_module,
+    resume_run,
+    standard_callbacks,
+    start_run,
+)
 from diffnas.parts import Derivation, Regularizer, Relaxation, Schedule, Updater, build_part
 from diffnas.precision import Precision, resolve_precision
 from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, UPDATERS
@@ -36,61 +44,10 @@ from diffnas.spaces.genotype import Genotype
 from diffnas.supernet.aux_skip import aux_beta, set_aux_beta
 from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import MixWeights
-from diffnas.utils import (
-    cosine_lr,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    set_threads,
-    state_mismatch,
-)
+from diffnas.utils import cosine_lr
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-CHECKPOINT_VERSION = 1
-
-
-class Meters:
-    """Running sums of one epoch's losses and accuracies (kept on the device: no syncs)."""
-
-    KEYS = ("train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n")
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.scored = True
-        self.sums: dict[str, float | torch.Tensor] = dict.fromkeys(self.KEYS, 0.0)
-
-    def add(
-        self, prefix: str, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
-    ) -> None:
-        n = labels.shape[0]
-        self.sums[f"{prefix}_loss"] = self.sums[f"{prefix}_loss"] + loss.detach() * n
-        self.sums[f"{prefix}_n"] = self.sums[f"{prefix}_n"] + n
-        if labels.dim() != 1 or labels.dtype.is_floating_point or logits.dim() != 2:
-            self.scored = False  # a user loss on other targets: no accuracy
-            return
-        self.sums[f"{prefix}_correct"] = (
-            self.sums[f"{prefix}_correct"] + (logits.argmax(1) == labels).sum()
-        )
-
-    def summary(self) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for p in ("train", "val"):
-            n = float(self.sums[f"{p}_n"])
-            out[f"{p}_loss"] = float(self.sums[f"{p}_loss"]) / n if n else None
-            scored = n and self.scored
-            out[f"{p}_acc"] = 100.0 * float(self.sums[f"{p}_correct"]) / n if scored else None
-        if out["train_loss"] is None:
-            out["train_loss"], out["train_acc"] = math.nan, math.nan
-        return out
-
-    def state_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.sums.items()}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.sums = dict(state)
+__all__ = ["CHECKPOINT_VERSION", "Meters", "SearchResult", "Searcher", "resume", "search"]
 
 
 @dataclass
@@ -107,8 +64,12 @@ class SearchResult:
         return render_genotype(self.genotype) + where
 
 
-class Searcher:
-    """Everything a search run holds: data, supernet, α, optimizers, parts, callbacks."""
+class Searcher(Loop):
+    """Everything a search run holds: data, supernet, α, optimizers, parts, callbacks.
+
+    The epochs, callbacks, checkpoints and resume are `diffnas.loop.Loop`'s; a step here is
+    a weight step and, when the schedule says so, an architecture step. Parts see this
+    object as their `diffnas.parts.PartContext` (what they may read)."""
 
     def __init__(
         self,
@@ -126,14 +87,18 @@ class Searcher:
         if space is None:  # a user model's config names no registered space (diffnas.choices)
             validate(config)  # a Config built or changed in Python gets the loader's checks
         self.config = config
-        self.run = run
+        s = config.search
         distributed.init()  # under torchrun: join its group (and take this rank's GPU)
-        set_threads(config.threads)
-        self.device = resolve_device(config.device)
+        super().__init__(
+            run,
+            callbacks,
+            threads=config.threads,
+            device=config.device,
+            seed=config.seed,
+            epochs=s.epochs,
+        )
         # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
         self.precision: Precision = resolve_precision(config.search.precision, self.device)
-        seed_everything(config.seed)
-        s = config.search
         self.space = space if space is not None else get_space(config.space)
         check_config = getattr(self.space, "check_config", None)  # a user model's
         if check_config is not None:
@@ -175,18 +140,10 @@ class Searcher:
             weight_decay=s.arch_weight_decay,
         )
         self.val_stream = CyclingStream(self.data.val)
-        self.epochs = s.epochs
-        self.epoch = 0  # the epoch in progress (or the next one, between epochs)
-        self.step = 0  # weight steps done in the current epoch
-        self.global_step = 0
         self.arch_steps = 0
         self.epoch_arch_steps = 0
         self.progress = 0.0
-        self.elapsed_s = 0.0
-        self.meters = Meters()
-        self.history: list[dict[str, Any]] = []
         self.current_genotype: Genotype = self.derivation.derive(self)
-        self.callbacks: list[Callback] = list(callbacks or [])
         for p in self.parts():
             p.setup(self)
         distributed.attach(self)  # under torchrun: shard the batches, sum the meters
@@ -194,6 +151,17 @@ class Searcher:
     # ------------------------------------------------------------------ helpers for parts
     def parts(self) -> list[Any]:
         return [self.relaxation, self.schedule, self.updater, *self.regularizers, self.derivation]
+
+    def named_parts(self) -> list[tuple[str, Any]]:
+        """(name, part) in `parts()` order; the name (the part's registered name; a
+        regularizer named twice gets `#i`, its index in search.regularizers) prefixes the
+        part's metrics: `informed/threshold`."""
+        s = self.config.search
+        regs = [r.name for r in s.regularizers]
+        names = [s.relaxation.name, s.schedule.name, s.updater.name]
+        names += [f"{n}#{i}" if regs.count(n) > 1 else n for i, n in enumerate(regs)]
+        names.append(s.derive.name)
+        return list(zip(names, self.parts()))
 
     def arch_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.arch.parameters())
@@ -205,10 +173,6 @@ class Searcher:
     @property
     def steps_per_epoch(self) -> int:
         return len(self.data.train)
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
 
     def forward(
         self, x: torch.Tensor, mix: MixWeights, params: dict[str, torch.Tensor] | None = None
@@ -263,23 +227,12 @@ class Searcher:
     def check_finite(self, loss: torch.Tensor, phase: str) -> None:
         if not bool(torch.isfinite(loss)):
             s = self.config.search
-            fix = "Lower search.w_lr or search.arch_lr and keep search.grad_clip > 0"
-            if self.run is not None and self.run.checkpoint_path.exists():
-                where = (
-                    f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
-                    f"from it with `diffnas search --resume {self.run.path} --set "
-                    f"search.w_lr={s.w_lr / 2:g}` (or --set search.arch_lr=...), or start again."
-                )
-            elif self.run is not None:
-                where = (
-                    f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
-                    f"and start again."
-                )
-            else:
-                where = f" {fix}."
-            raise NumericalError(
-                f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step "
-                f"{self.step + 1} (weight lr {self.w_lr:.3g}, arch lr {s.arch_lr:.3g}).{where}"
+            self.numerical_error(
+                loss,
+                phase,
+                f"weight lr {self.w_lr:.3g}, arch lr {s.arch_lr:.3g}",
+                "Lower search.w_lr or search.arch_lr and keep search.grad_clip > 0",
+                f"search.w_lr={s.w_lr / 2:g}` (or --set search.arch_lr=...)",
             )
 
     # ------------------------------------------------------------------ the two steps
@@ -344,14 +297,7 @@ class Searcher:
                 file=sys.stderr,
                 flush=True,
             )
-        for cb in self.callbacks:
-            cb.on_search_start(self)
-        try:
-            while self.epoch < self.epochs:
-                self._run_epoch()
-        finally:
-            for cb in self.callbacks:
-                cb.on_search_end(self)
+        self.fit()
         self.current_genotype = self.derivation.derive(self, final=True)
         genotype = self._stamp(self.current_genotype)
         if self.run is not None:
@@ -363,38 +309,29 @@ class Searcher:
             genotype, self.history, self.run.path if self.run else None, self.config
         )
 
-    def _run_epoch(self) -> None:
-        epoch = self.epoch
+    def begin_epoch(self, epoch: int) -> None:
         for g in self.w_opt.param_groups:
             g["lr"] = self.lr_at(epoch)
         if self.config.supernet.aux_skip:  # DARTS-'s β, set once per epoch as its code
             set_aux_beta(self.model, aux_beta(self.config.supernet, epoch, self.epochs))
-        for cb in self.callbacks:
-            cb.on_epoch_start(self)
-        start = time.monotonic()
-        steps = self.steps_per_epoch
-        warm = epoch < self.config.search.warmup_epochs
-        for batch in self.data.train.epoch(epoch, start=self.step):
-            self.progress = (epoch + self.step / steps) / self.epochs
-            self.relaxation.set_progress(self.progress)
-            self.search_step(batch, warm)
-            self.step += 1
-            self.global_step += 1
-            self.elapsed_s += time.monotonic() - start
-            start = time.monotonic()
-            for cb in self.callbacks:
-                cb.on_step_end(self)
+
+    def batches(self, epoch: int, start: int) -> Iterable[Batch]:
+        return self.data.train.epoch(epoch, start=start)
+
+    def before_step(self) -> None:
+        self.progress = (self.epoch + self.step / self.steps_per_epoch) / self.epochs
+        self.relaxation.set_progress(self.progress)
+
+    def training_step(self, batch: Batch) -> None:
+        self.search_step(batch, self.epoch < self.config.search.warmup_epochs)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
         self.current_genotype = self.derivation.derive(self)
-        metrics = self._epoch_metrics(epoch)
-        # the epoch is complete: a checkpoint written now resumes at the next one
-        self.epoch, self.step = epoch + 1, 0
+        return self._epoch_metrics(epoch)
+
+    def reset_epoch(self) -> None:
+        super().reset_epoch()
         self.epoch_arch_steps = 0
-        self.meters.reset()
-        for cb in self.callbacks:
-            cb.collect(self, metrics)
-        self.history.append(metrics)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, metrics)
 
     def _epoch_metrics(self, epoch: int) -> dict[str, Any]:
         m: dict[str, Any] = {"epoch": epoch, **self.meters.summary()}
@@ -407,8 +344,8 @@ class Searcher:
             m["precision"] = self.precision.name
         m["param_free_share"] = self.space.param_free_share(self.current_genotype)
         m["genotype"] = self.current_genotype.to_json()
-        for p in self.parts():
-            m.update(p.metrics())
+        for name, p in self.named_parts():  # metrics() once per epoch: it may reset means
+            m.update({f"{name}/{k}": v for k, v in p.metrics().items()})
         if self.config.log.alpha:
             weights = self.relaxation.derivation_weights(self.arch)
             m["alpha"] = {
@@ -430,16 +367,10 @@ class Searcher:
         return Genotype(genotype.space, genotype.cells, genotype.name, info)
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "version": CHECKPOINT_VERSION,
-            "config": to_dict(self.config),
-            "epoch": self.epoch,
-            "step": self.step,
-            "global_step": self.global_step,
             "arch_steps": self.arch_steps,
             "epoch_arch_steps": self.epoch_arch_steps,
-            "elapsed_s": self.elapsed_s,
             "model": self.model.state_dict(),
             "arch": self.arch.state_dict(),
             # the last architecture step's gradient, which the next weight step's clipping
@@ -450,29 +381,20 @@ class Searcher:
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
             "parts": [p.state_dict() for p in self.parts()],
-            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
             "val_stream": self.val_stream.state_dict(),
-            "meters": self.meters.state_dict(),
-            "history": self.history,
-            "rng": rng_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"checkpoint version {state.get('version')} is not supported by this diffnas "
-                f"(expects {CHECKPOINT_VERSION})"
-            )
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         for name, module in (("model", self.model), ("arch", self.arch)):
-            try:
-                module.load_state_dict(state[name])
-            except (RuntimeError, TypeError, AttributeError):
-                raise CheckpointError(
-                    f"checkpoint does not match this run's supernet ({name}: "
-                    f"{state_mismatch(module, state[name])}): the run's config.yaml no longer "
-                    f"describes the network its checkpoint holds; restore config.yaml, or start "
-                    f"a new run"
-                ) from None
+            load_module(
+                module,
+                state[name],
+                lambda how, name=name: (  # type: ignore[misc]
+                    f"checkpoint does not match this run's supernet ({name}: {how}): the run's "
+                    f"config.yaml no longer describes the network its checkpoint holds; "
+                    f"restore config.yaml, or start a new run"
+                ),
+            )
         for p, g in zip(self.arch_parameters(), state.get("arch_grads", [])):
             p.grad = None if g is None else g.to(p.device)
         self.w_opt.load_state_dict(state["w_opt"])
@@ -485,24 +407,17 @@ class Searcher:
             g["lr"] = self.config.search.arch_lr
         for part, ps in zip(self.parts(), state["parts"]):
             part.load_state_dict(ps)
-        for cb in self.callbacks:
-            if cb.name in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][cb.name])
         self.val_stream.load_state_dict(state["val_stream"])
-        self.meters.load_state_dict(state["meters"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.global_step, self.arch_steps = state["global_step"], state["arch_steps"]
-        self.epoch_arch_steps, self.elapsed_s = state["epoch_arch_steps"], state["elapsed_s"]
-        self.history = list(state["history"])
+        self.arch_steps = state["arch_steps"]
+        self.epoch_arch_steps = state["epoch_arch_steps"]
+
+    def restored(self) -> None:
         self.current_genotype = self.derivation.derive(self)
-        set_rng_state(state["rng"])
 
 
 # =========================================================================== entry points
 def default_callbacks(config: Config, progress: bool | None = None) -> list[Callback]:
-    from diffnas.callbacks.loggers import build_loggers
     from diffnas.callbacks.lookup import Nb201Lookup
-    from diffnas.callbacks.progress import ProgressBar
     from diffnas.nasbench import nb201
 
     cbs: list[Callback] = []
@@ -514,13 +429,11 @@ def default_callbacks(config: Config, progress: bool | None = None) -> list[Call
         and (nb201.available() or nb201.official_file() is not None)
     ):
         cbs.append(Nb201Lookup())
-    cbs.append(MetricsLogger())
-    # loggers before the checkpoint: what a checkpoint holds has been logged
-    cbs += build_loggers(config.log.loggers, config.log.every_steps)
-    cbs.append(Checkpointer(config.checkpoint.every_s, config.checkpoint.every_steps))
-    if config.log.progress if progress is None else progress:
-        cbs.append(ProgressBar())
-    return cbs
+    show = config.log.progress if progress is None else progress
+    c = config.checkpoint
+    return cbs + standard_callbacks(
+        config.log.loggers, config.log.every_steps, c.every_s, c.every_steps, show
+    )
 
 
 def _as_config(config: Config | dict[str, Any] | str | None, overrides: list[str] | None) -> Config:

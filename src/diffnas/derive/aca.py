@@ -24,7 +24,7 @@ from diffnas.supernet.mixed import MixWeights
 from diffnas.utils import atomic_write_text
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 SCORES = ("batch", "sample")
 # (supernet cell index, α row, op index)
@@ -106,7 +106,7 @@ class AdaptiveChannelAllocation(Derivation):
     def metrics(self) -> dict[str, Any]:
         return self.base.metrics()
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         self.base.setup(searcher)
         if "skip_connect" in searcher.space.ops:
             warnings.warn(
@@ -115,14 +115,14 @@ class AdaptiveChannelAllocation(Derivation):
                 stacklevel=2,
             )
 
-    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+    def derive(self, s: PartContext, final: bool = False) -> Genotype:
         genotype = self.base.derive(s, final)
         if not final:  # per-epoch genotypes: the base rule only (cheap)
             return genotype
         return self.allocate(s, genotype)
 
     # ------------------------------------------------------------------ final derivation
-    def allocate(self, s: Searcher, genotype: Genotype) -> Genotype:
+    def allocate(self, s: PartContext, genotype: Genotype) -> Genotype:
         keys = self._cell_keys(s, genotype)
         sites = s.model.sites
         slots: dict[Slot, None] = {}
@@ -169,7 +169,7 @@ class AdaptiveChannelAllocation(Derivation):
             self._save_importance(s, importance, keys)
         return out
 
-    def importance(self, s: Searcher, slots: list[Slot]) -> tuple[dict[Slot, torch.Tensor], int]:
+    def importance(self, s: PartContext, slots: list[Slot]) -> tuple[dict[Slot, torch.Tensor], int]:
         """Mean Taylor importance per channel of each slot's op output over the validation split.
 
         The supernet runs with the relaxation's deterministic weights and every op computed
@@ -227,7 +227,7 @@ class AdaptiveChannelAllocation(Derivation):
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _cell_keys(s: Searcher, genotype: Genotype) -> list[str]:
+    def _cell_keys(s: PartContext, genotype: Genotype) -> list[str]:
         """The α key of each genotype cell (a space derives one cell per key, in order)."""
         specs = list(s.model.arch_specs.values())
         if len(specs) != len(genotype.cells) or any(
@@ -241,7 +241,7 @@ class AdaptiveChannelAllocation(Derivation):
         return [spec.key for spec in specs]
 
     @staticmethod
-    def _network_check(s: Searcher, aca: Genotype, plain: Genotype) -> dict[str, Any]:
+    def _network_check(s: PartContext, aca: Genotype, plain: Genotype) -> dict[str, Any]:
         """Build the default discrete network of both genotypes; run the ACA one on 2 images."""
         ds = s.data.dataset
         net = s.space.build_network(aca, num_classes=ds.num_classes, in_channels=ds.in_channels)
@@ -263,7 +263,7 @@ class AdaptiveChannelAllocation(Derivation):
 
     @staticmethod
     def _save_importance(
-        s: Searcher, importance: dict[Slot, torch.Tensor], keys: list[str]
+        s: PartContext, importance: dict[Slot, torch.Tensor], keys: list[str]
     ) -> None:
         """aca_importance.json in the run directory: every scored channel, per cell and edge."""
         assert s.run is not None

@@ -8,13 +8,13 @@ from diffnas.parts import Derivation
 from diffnas.registry import DERIVATIONS
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
     from diffnas.spaces.genotype import Genotype
 
 
 @DERIVATIONS.register("default")
 class SpaceRule(Derivation):
-    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+    def derive(self, s: PartContext, final: bool = False) -> Genotype:
         edge_weights = s.arch.edge_weights()
         if edge_weights is not None:
             edge_weights = {k: v.detach() for k, v in edge_weights.items()}

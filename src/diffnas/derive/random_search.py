@@ -27,7 +27,7 @@ from diffnas.supernet.mixed import MixWeights
 from diffnas.utils import derived_seed
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
     from diffnas.spaces.base import Space
 
 EVAL_BATCH = 256
@@ -56,7 +56,7 @@ def pick_best(candidates: list[Genotype], scores: list[float]) -> tuple[int, Gen
     return best, candidates[best]
 
 
-def path_mix(space: Space, genotype: Genotype, s: Searcher) -> MixWeights:
+def path_mix(space: Space, genotype: Genotype, s: PartContext) -> MixWeights:
     """One-hot op weights of `genotype`, with only its ops computed (edges it drops: none)."""
     ops = {k: v.to(s.device) for k, v in space.one_hot(genotype).items()}
     active = {
@@ -95,20 +95,20 @@ class RandomSearch(Derivation):
         self.mean_score = math.nan
         self.scored_step = -1
 
-    def _candidates(self, s: Searcher) -> list[Genotype]:
+    def _candidates(self, s: PartContext) -> list[Genotype]:
         if self.candidates is None:
             self.candidates = sample_cells(
                 s.space, self.params.samples, derived_seed(s.config.seed, 7)
             )
         return self.candidates
 
-    def _eval_data(self, s: Searcher) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eval_data(self, s: PartContext) -> tuple[torch.Tensor, torch.Tensor]:
         val = s.data.val
         n = min(self.params.eval_images, val.num_samples)
         return normalize(val.images[:n], val.mean, val.std), val.labels[:n]
 
     @torch.no_grad()
-    def score(self, s: Searcher, genotype: Genotype) -> float:
+    def score(self, s: PartContext, genotype: Genotype) -> float:
         """Validation accuracy (%) of the supernet restricted to `genotype`'s ops."""
         x, y = self._eval_data(s)
         mix = path_mix(s.space, genotype, s)
@@ -123,7 +123,7 @@ class RandomSearch(Derivation):
             s.model.train(was_training)
         return 100.0 * correct / len(y)
 
-    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+    def derive(self, s: PartContext, final: bool = False) -> Genotype:
         candidates = self._candidates(s)
         if self.scored_step == s.global_step and self.best is not None:
             return self.best
@@ -139,9 +139,9 @@ class RandomSearch(Derivation):
 
     def metrics(self) -> dict[str, Any]:
         return {
-            "rs_best_val_acc": self.best_score,
-            "rs_mean_val_acc": self.mean_score,
-            "rs_best_index": self.best_index,
+            "best_val_acc": self.best_score,
+            "mean_val_acc": self.mean_score,
+            "best_index": self.best_index,
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from diffnas.registry import DERIVATIONS
 from diffnas.spaces.genotype import Edge, Genotype
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
     from diffnas.spaces.base import Space
     from diffnas.supernet.base import ArchSpec
 
@@ -55,7 +55,7 @@ class Threshold(Derivation):
                     f"an input, as FairDARTS; 1: keep every node), got {self.min_edges}"
                 )
 
-    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+    def derive(self, s: PartContext, final: bool = False) -> Genotype:
         return self.derive_weights(s.space, s.relaxation.derivation_weights(s.arch))
 
     def derive_weights(self, space: Space, weights: dict[str, torch.Tensor]) -> Genotype:

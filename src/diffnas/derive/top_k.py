@@ -28,7 +28,7 @@ from diffnas.spaces.genotype import CellGenotype, Edge, Genotype
 from diffnas.utils import atomic_write_text
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
     from diffnas.spaces.base import Space
 
 BLOCKS_FILE = "blocks.json"
@@ -174,14 +174,14 @@ class TopK(Derivation):
         super().__init__(params)
         self.last: list[tuple[float, Genotype]] = []
 
-    def blocks(self, s: Searcher, k: int | None = None) -> list[tuple[float, Genotype]]:
+    def blocks(self, s: PartContext, k: int | None = None) -> list[tuple[float, Genotype]]:
         edge_weights = s.arch.edge_weights()
         if edge_weights is not None:
             edge_weights = {key: v.detach() for key, v in edge_weights.items()}
         weights = s.relaxation.derivation_weights(s.arch)
         return top_k_blocks(s.space, weights, edge_weights, k or self.params.k)
 
-    def derive(self, s: Searcher, final: bool = False) -> Genotype:
+    def derive(self, s: PartContext, final: bool = False) -> Genotype:
         if not final:
             return self.blocks(s, 1)[0][1]
         self.last = self.blocks(s)
@@ -192,4 +192,4 @@ class TopK(Derivation):
     def metrics(self) -> dict[str, Any]:
         if not self.last:
             return {}
-        return {"top_k_log_prob": [round(sc, 4) for sc, _ in self.last]}
+        return {"log_prob": [round(sc, 4) for sc, _ in self.last]}

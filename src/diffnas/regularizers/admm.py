@@ -22,7 +22,7 @@ from diffnas.regularizers.epoch_mean import EpochMean
 from diffnas.supernet.base import Architecture
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 Z_INIT = ("alpha", "weights")
 
@@ -53,14 +53,14 @@ class ADMM(Regularizer):
             raise ConfigError(
                 f"regularizer admm: z_init must be one of {', '.join(Z_INIT)}, got {p.z_init!r}"
             )
-        self.searcher: Searcher | None = None
+        self.searcher: PartContext | None = None
         self.Z: dict[str, torch.Tensor] = {}
         self.U: dict[str, torch.Tensor] = {}
         self.steps = 0  # architecture steps so far
         self.updates = 0
         self.value = EpochMean()
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         self.searcher = searcher
         relax = searcher.relaxation
         with torch.no_grad():
@@ -125,4 +125,4 @@ class ADMM(Regularizer):
     def metrics(self) -> dict[str, Any]:
         """The epoch mean of the term, Z/U updates so far, and ‖U ⊙ M‖ (the dual's size)."""
         dual = sum(float(torch.linalg.vector_norm(u)) for u in self.U.values())
-        return {"admm": self.value.pop(), "admm_updates": self.updates, "admm_dual": dual}
+        return {"value": self.value.pop(), "updates": self.updates, "dual": dual}

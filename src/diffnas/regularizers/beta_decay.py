@@ -76,7 +76,7 @@ class BetaDecay(Regularizer):
         return self._lam * value
 
     def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"beta_decay_lambda": round(self._lam, 6)}
+        out: dict[str, Any] = {"lambda": round(self._lam, 6)}
         if self._value is not None:
-            out["beta_decay"] = round(float(self._value), 6)
+            out["value"] = round(float(self._value), 6)
         return out

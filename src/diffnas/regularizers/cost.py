@@ -16,7 +16,7 @@ from diffnas.parts import RegContext, Regularizer
 from diffnas.registry import REGULARIZERS
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 METRICS = ("params", "macs")
 
@@ -55,7 +55,7 @@ class Cost(Regularizer):
         self.scale = 1.0
         self._expected: torch.Tensor | None = None
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         tables = searcher.model.cost_tables(self.params.metric)
         self.tables = {k: t.to(searcher.device) for k, t in tables.items()}
         worst = sum(float(t.max(dim=-1).values.sum()) for t in tables.values())

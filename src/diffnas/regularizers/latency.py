@@ -17,7 +17,7 @@ from diffnas.parts import RegContext, Regularizer
 from diffnas.registry import REGULARIZERS
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 
 @REGULARIZERS.register("latency")
@@ -52,7 +52,7 @@ class Latency(Regularizer):
         self.scale = 1.0
         self._predicted: torch.Tensor | None = None
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         model = LatencyPredictor.load(self.params.predictor)
         check_layout(
             model.layout,
@@ -73,4 +73,4 @@ class Latency(Regularizer):
     def metrics(self) -> dict[str, Any]:
         if self._predicted is None:
             return {}
-        return {"predicted_latency_ms": round(float(self._predicted), 4)}
+        return {"predicted_ms": round(float(self._predicted), 4)}

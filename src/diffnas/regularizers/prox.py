@@ -65,4 +65,4 @@ class Proximity(Regularizer):
 
     def metrics(self) -> dict[str, Any]:
         """Epoch means over the architecture steps: the term and ‖a(α) − D(a(α))‖₂."""
-        return {"prox": self.value.pop(), "prox_distance": self.distance.pop()}
+        return {"value": self.value.pop(), "distance": self.distance.pop()}

@@ -17,7 +17,7 @@ from diffnas.parts import RegContext, Regularizer
 from diffnas.registry import REGULARIZERS
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 DISTANCES = ("l2", "js")
 WIDTHS = ("reference", "actual")
@@ -152,13 +152,13 @@ class RdartsReg(Regularizer):
         self.tables: dict[str, torch.Tensor] | None = None
         self.ref_tables: dict[str, torch.Tensor] = {}
         self.actual_tables: dict[str, torch.Tensor] = {}
-        self._searcher: Searcher | None = None
+        self._searcher: PartContext | None = None
         self._last_reg = 0.0
         self._sums: dict[str, float] = {}
         self._sum_epoch = -1
 
     # ------------------------------------------------------------------ setup
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         self._searcher = searcher
         specs = searcher.arch.specs
         by_type: dict[str, list[str]] = {}
@@ -186,7 +186,7 @@ class RdartsReg(Regularizer):
             self.tables = self.actual_tables if wide else self.ref_tables
 
     # ------------------------------------------------------------------ the loss term
-    def cell_probs(self, searcher: Searcher, arch: Any) -> dict[str, torch.Tensor]:
+    def cell_probs(self, searcher: PartContext, arch: Any) -> dict[str, torch.Tensor]:
         """Each cell's op distribution per edge [E, O] (differentiable in α)."""
         out = {}
         compared = {k for keys in self.groups for k in keys}
@@ -199,7 +199,7 @@ class RdartsReg(Regularizer):
                     out[k] = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         return out
 
-    def terms(self, searcher: Searcher, arch: Any) -> RegTerms:
+    def terms(self, searcher: PartContext, arch: Any) -> RegTerms:
         return reg_distance(
             self.cell_probs(searcher, arch), self.groups, self.tables, self.params.distance
         )
@@ -252,13 +252,13 @@ class RdartsReg(Regularizer):
             n = self._sums["n"]
             for name in ("reg", "d", "r", "lam"):
                 key = "lambda" if name == "lam" else name
-                out[f"rdarts_{key}"] = self._sums[name] / n
+                out[key] = self._sums[name] / n
         else:  # no architecture step this epoch (e.g. warm-up)
-            out.update(dict.fromkeys(("rdarts_reg", "rdarts_d", "rdarts_r"), None))
-            out["rdarts_lambda"] = None if self.params.weight == "share" else self.lam
+            out.update(dict.fromkeys(("reg", "d", "r"), None))
+            out["lambda"] = None if self.params.weight == "share" else self.lam
         # expected parameters at each cell's own width, and at the common reference width
-        out["rdarts_cost"] = self.expected_costs(self.actual_tables)
-        out["rdarts_cost_ref"] = self.expected_costs(self.ref_tables)
+        out["cost"] = self.expected_costs(self.actual_tables)
+        out["cost_ref"] = self.expected_costs(self.ref_tables)
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -46,4 +46,4 @@ class ZeroOne(Regularizer):
         return self.params.weight * value
 
     def metrics(self) -> dict[str, Any]:
-        return {} if self._value is None else {"zero_one": round(float(self._value), 6)}
+        return {} if self._value is None else {"value": round(float(self._value), 6)}

@@ -26,7 +26,7 @@ from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import Active
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 
 @RELAXATIONS.register("crb")
@@ -58,7 +58,7 @@ class ClampedReLU(Relaxation):
         return self.alive.get(key)
 
     # ------------------------------------------------------------------ pruning
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         for key, spec in searcher.arch.specs.items():
             if "none" in spec.ops:
                 raise ConfigError(

@@ -20,7 +20,7 @@ from diffnas.parts import Relaxation
 from diffnas.registry import RELAXATIONS
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 METRICS = ("params", "macs")
 
@@ -86,7 +86,7 @@ class Enhanced(Relaxation):
         super().__init__(params)
         self.rel_cost: dict[str, torch.Tensor] = {}
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         tables = searcher.model.cost_tables(self.params.metric)
         self.rel_cost = {k: relative_cost(t).to(searcher.device) for k, t in tables.items()}
 

@@ -21,7 +21,7 @@ from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import Active, MixWeights
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 UNSAMPLED = ("auto", "scalar", "skip")
 TAU_SCHEDULES = ("epoch", "step")
@@ -91,7 +91,7 @@ class Gumbel(Relaxation):
         # whether unsampled ops add their weight as a scalar; `auto` is resolved by `setup`
         self.scalar_unsampled = self.params.unsampled == "scalar"
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         self.epochs = searcher.epochs
         if self.params.unsampled == "auto":
             self.scalar_unsampled = searcher.config.space.name == "nb201"

@@ -42,12 +42,13 @@ KNOWN_GROUPS: list[tuple[str, list[str], str]] = [
 # keys that are not per-epoch series (or are drawn elsewhere)
 SKIP = {"epoch", "genotype", "alpha"}
 TITLES = {
-    "rdarts_reg": "RDARTS Reg (mean over the epoch's architecture steps)",
-    "rdarts_d": "RDARTS op-distribution distance d",
-    "rdarts_r": "RDARTS resource term r",
-    "rdarts_lambda": "RDARTS λ",
-    "rdarts_cost": "RDARTS expected parameters per cell (own width)",
-    "rdarts_cost_ref": "RDARTS expected parameters per cell (reference width)",
+    # parts' metrics are `<part>/<key>` (diffnas.parts.Part.metrics)
+    "rdarts/reg": "RDARTS Reg (mean over the epoch's architecture steps)",
+    "rdarts/d": "RDARTS op-distribution distance d",
+    "rdarts/r": "RDARTS resource term r",
+    "rdarts/lambda": "RDARTS λ",
+    "rdarts/cost": "RDARTS expected parameters per cell (own width)",
+    "rdarts/cost_ref": "RDARTS expected parameters per cell (reference width)",
     "lr": "Weight learning rate",
     "arch_steps": "Architecture steps per epoch",
     "time_s": "Search time (s, cumulative)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,30 +17,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffnas.callbacks.base import Callback, Checkpointer, MetricsLogger
+from diffnas.callbacks.base import Callback
 from diffnas.config import from_dict, merge, parse_override, to_dict
 from diffnas.data import BatchStream, Dataset
 from diffnas.data.loader import augment_for, prepare_dataset
-from diffnas.errors import CheckpointError, ConfigError, NumericalError
+from diffnas.errors import CheckpointError, ConfigError
+from diffnas.loop import (
+    Loop,
+    load_module,
+    resume_run,
+    standard_callbacks,
+    start_run,
+)
 from diffnas.retrain.accuracy import EvalResult, eval_stream, evaluate, pytorch_predict
 from diffnas.retrain.config import TrainConfig, load_train_config, validate_train
 from diffnas.retrain.network import build_model, has_auxiliary, set_drop_path
 from diffnas.run import RESUME_MAY_CHANGE_TRAIN, RunDir
-from diffnas.search import Meters
 from diffnas.spaces import Genotype, load_genotype, space_for
-from diffnas.utils import (
-    cosine_lr,
-    derived_seed,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    set_threads,
-    state_mismatch,
-)
+from diffnas.utils import cosine_lr, derived_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-CHECKPOINT_VERSION = 1
 
 
 @dataclass
@@ -66,8 +63,9 @@ class TrainResult:
         return "\n".join(lines)
 
 
-class Trainer:
-    """Data, network, optimizer and loop state of one training run."""
+class Trainer(Loop):
+    """Data, network, optimizer and loop state of one training run (the epochs, callbacks,
+    checkpoints and resume are `diffnas.loop.Loop`'s)."""
 
     kind = "train"
 
@@ -82,10 +80,14 @@ class Trainer:
         validate_train(config)
         config = with_genotype_network(config, genotype)
         self.config = config
-        self.run = run
-        set_threads(config.threads)
-        self.device = resolve_device(config.device)
-        seed_everything(config.seed)
+        super().__init__(
+            run,
+            callbacks,
+            threads=config.threads,
+            device=config.device,
+            seed=config.seed,
+            epochs=config.train.epochs,
+        )
         self.space = space_for(genotype)
         self.genotype = self.current_genotype = genotype
         ds = dataset or prepare_dataset(config.data)
@@ -156,23 +158,11 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )
-        self.epochs = t.epochs
-        self.epoch = 0  # the epoch in progress (or the next one, between epochs)
-        self.step = 0  # steps done in the current epoch
-        self.global_step = 0
-        self.elapsed_s = 0.0
-        self.meters = Meters()
-        self.history: list[dict[str, Any]] = []
-        self.callbacks: list[Callback] = list(callbacks or [])
 
     # ------------------------------------------------------------------ facts
     @property
     def steps_per_epoch(self) -> int:
         return len(self.train_stream)
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
 
     @property
     def lr(self) -> float:
@@ -210,23 +200,12 @@ class Trainer:
             aux_loss = F.cross_entropy(aux, y, label_smoothing=t.label_smoothing)
             loss = loss + self.config.model.auxiliary_weight * aux_loss
         if not bool(torch.isfinite(loss)):
-            fix = "Lower train.lr and keep train.grad_clip > 0"
-            if self.run is not None and self.run.checkpoint_path.exists():
-                where = (
-                    f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
-                    f"from it with `diffnas train --resume {self.run.path} --set "
-                    f"train.lr={t.lr / 2:g}`, or start again."
-                )
-            elif self.run is not None:
-                where = (
-                    f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
-                    f"and start again."
-                )
-            else:
-                where = f" {fix}."
-            raise NumericalError(
-                f"the training loss became {loss.item()} at epoch {self.epoch + 1}, step "
-                f"{self.step + 1} (lr {self.lr:.3g}).{where}"
+            self.numerical_error(
+                loss,
+                "training",
+                f"lr {self.lr:.3g}",
+                "Lower train.lr and keep train.grad_clip > 0",
+                f"train.lr={t.lr / 2:g}`",
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -253,14 +232,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run_training(self) -> TrainResult:
-        for cb in self.callbacks:
-            cb.on_search_start(self)
-        try:
-            while self.epoch < self.epochs:
-                self._run_epoch()
-        finally:
-            for cb in self.callbacks:
-                cb.on_search_end(self)
+        self.fit()
         if self.run is not None:
             self.genotype.save(self.run.genotype_path)
         tested = [h["test_acc"] for h in self.history if h.get("test_acc") is not None]
@@ -274,23 +246,19 @@ class Trainer:
             validated[-1] if validated else None,
         )
 
-    def _run_epoch(self) -> None:
-        epoch = self.epoch
+    def begin_epoch(self, epoch: int) -> None:
         for g in self.optimizer.param_groups:
             g["lr"] = self.lr_at(epoch)
         set_drop_path(self.model, self.drop_path_at(epoch))
         self.model.train()
-        for cb in self.callbacks:
-            cb.on_epoch_start(self)
-        start = time.monotonic()
-        for batch in self.train_stream.epoch(epoch, start=self.step):
-            self.train_step(batch)
-            self.step += 1
-            self.global_step += 1
-            self.elapsed_s += time.monotonic() - start
-            start = time.monotonic()
-            for cb in self.callbacks:
-                cb.on_step_end(self)
+
+    def batches(self, epoch: int, start: int) -> Iterable[Batch]:
+        return self.train_stream.epoch(epoch, start=start)
+
+    def training_step(self, batch: Batch) -> None:
+        self.train_step(batch)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
         metrics = self._epoch_metrics(epoch)
         every = self.config.train.eval_every
         last = epoch + 1 == self.epochs
@@ -302,14 +270,7 @@ class Trainer:
         if last and self.config.train.final_test:
             result = self.test()
             metrics["test_loss"], metrics["test_acc"] = result.loss, result.accuracy
-        # the epoch is complete: a checkpoint written now resumes at the next one
-        self.epoch, self.step = epoch + 1, 0
-        self.meters.reset()
-        for cb in self.callbacks:
-            cb.collect(self, metrics)
-        self.history.append(metrics)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, metrics)
+        return metrics
 
     def _epoch_metrics(self, epoch: int) -> dict[str, Any]:
         m = self.meters.summary()
@@ -325,23 +286,13 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "version": CHECKPOINT_VERSION,
             "kind": "train",
-            "config": to_dict(self.config),
             "genotype": self.genotype.to_json(),
             "data_info": self.data_info(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "global_step": self.global_step,
-            "elapsed_s": self.elapsed_s,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
-            "meters": self.meters.state_dict(),
-            "history": self.history,
-            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -350,30 +301,20 @@ class Trainer:
                 "this checkpoint is not a training checkpoint (a search run's?); continue a "
                 "search with `diffnas search --resume RUN_DIR`"
             )
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"training checkpoint version {state.get('version')} is not supported by this "
-                f"diffnas (expects {CHECKPOINT_VERSION})"
-            )
-        try:
-            self.model.load_state_dict(state["model"])
-        except (RuntimeError, TypeError, AttributeError):
-            raise CheckpointError(
-                f"checkpoint does not match this run's network "
-                f"({state_mismatch(self.model, state['model'])}); restore the run's "
+        super().load_state_dict(state)
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        load_module(
+            self.model,
+            state["model"],
+            lambda how: (
+                f"checkpoint does not match this run's network ({how}); restore the run's "
                 f"config.yaml, or start a new run"
-            ) from None
+            ),
+        )
         self.optimizer.load_state_dict(state["optimizer"])
         for g in self.optimizer.param_groups:  # this config's lr (resume may lower it)
             g["lr"] = self.lr_at(state["epoch"])
-        for cb in self.callbacks:
-            if cb.name in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][cb.name])
-        self.meters.load_state_dict(state["meters"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        self.global_step, self.elapsed_s = state["global_step"], state["elapsed_s"]
-        self.history = list(state["history"])
-        set_rng_state(state["rng"])
 
 
 # =========================================================================== entry points
@@ -393,18 +334,11 @@ def with_genotype_network(config: TrainConfig, genotype: Genotype) -> TrainConfi
 
 
 def default_callbacks(config: TrainConfig, progress: bool | None = None) -> list[Callback]:
-    from diffnas.callbacks.loggers import build_loggers
-    from diffnas.callbacks.progress import ProgressBar
-
-    cbs: list[Callback] = [
-        MetricsLogger(),
-        # loggers before the checkpoint: what a checkpoint holds has been logged
-        *build_loggers(config.log.loggers, config.log.every_steps),
-        Checkpointer(config.checkpoint.every_s, config.checkpoint.every_steps),
-    ]
-    if config.log.progress if progress is None else progress:
-        cbs.append(ProgressBar())
-    return cbs
+    show = config.log.progress if progress is None else progress
+    c = config.checkpoint
+    return standard_callbacks(
+        config.log.loggers, config.log.every_steps, c.every_s, c.every_steps, show
+    )
 
 
 def _as_train_config(
@@ -484,15 +418,13 @@ def train(
     cfg = with_genotype_network(cfg, g)
     path = out if out is not None else cfg.out
     run = RunDir.create(cfg, path, default=default_run_path(cfg, g))
-    try:
+
+    def go() -> TrainResult:
         g.save(run.genotype_path)
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
         return Trainer(cfg, g, run, cbs, dataset).run_training()
-    except BaseException:
-        run.discard()  # a start that failed before its first checkpoint leaves nothing
-        raise
-    finally:
-        run.release()
+
+    return start_run(run, go)
 
 
 def _train_run(run_dir: str | Path, lock: bool = False) -> RunDir:
@@ -528,16 +460,13 @@ def resume_training(
     lr, ...); metrics.jsonl is rebuilt from the checkpoint's history.
     """
     run = _train_run(run_dir, lock=True)
-    try:
-        state = run.load_checkpoint()
+
+    def build(state: dict[str, Any]) -> Trainer:
         cfg = run.resume_config(
             state, TrainConfig, overrides, RESUME_MAY_CHANGE_TRAIN, validate_train
         )
         genotype = Genotype.from_json(state.get("genotype"), f"{run_dir} checkpoint")
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-        trainer = Trainer(cfg, genotype, run, cbs, dataset)
-        trainer.load_state_dict(state)
-        run.write_metrics(trainer.history)
-        return trainer.run_training()
-    finally:
-        run.release()
+        return Trainer(cfg, genotype, run, cbs, dataset)
+
+    return resume_run(run, build, Trainer.run_training)

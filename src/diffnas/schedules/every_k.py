@@ -14,7 +14,7 @@ from diffnas.registry import SCHEDULES
 from diffnas.schedules.counting import CountingSchedule, check_positive
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 
 @SCHEDULES.register("every_k")
@@ -29,9 +29,9 @@ class EveryK(CountingSchedule):
         super().__init__(params)
         check_positive(self.params.k, "every_k", "k")
         self.train_portion = 1.0 - 1.0 / (1.0 + self.params.k)
-        self.searcher: Searcher | None = None
+        self.searcher: PartContext | None = None
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         self.searcher = searcher
 
     def arch_step_due(self, step: int | None = None) -> bool:

@@ -10,12 +10,12 @@ from diffnas.parts import ArchStepResult, Batch, Updater
 from diffnas.registry import UPDATERS
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 
 @UPDATERS.register("first_order")
 class FirstOrder(Updater):
-    def arch_grads(self, s: Searcher, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
+    def arch_grads(self, s: PartContext, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
         mix = s.relaxation.mix(s.arch)
         loss, ce, logits = s.val_objective(mix, val_batch)
         s.check_finite(loss, "validation")

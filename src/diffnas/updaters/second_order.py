@@ -21,7 +21,7 @@ from diffnas.registry import UPDATERS
 from diffnas.supernet.mixed import MixWeights
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 WeightDict = dict[str, torch.Tensor]
 
@@ -62,13 +62,13 @@ class SecondOrder(Updater):
                 )
 
     def _train_ce(
-        self, s: Searcher, params: WeightDict, mix: MixWeights, batch: Batch
+        self, s: PartContext, params: WeightDict, mix: MixWeights, batch: Batch
     ) -> torch.Tensor:
         return s.loss_fn(s.forward(batch[0], mix, params), batch[1])
 
     def hessian_vector_product(
         self,
-        s: Searcher,
+        s: PartContext,
         params: WeightDict,
         mix: MixWeights,
         leaves: list[torch.Tensor],
@@ -96,7 +96,7 @@ class SecondOrder(Updater):
         ]
 
     @staticmethod
-    def optimizer_direction(s: Searcher, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    def optimizer_direction(s: PartContext, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """μ · momentum_buffer + g + λ w per weight: the direction of the next SGD step.
 
         As DARTS's `_compute_unrolled_model`: the buffer is taken from the weight optimizer
@@ -113,7 +113,7 @@ class SecondOrder(Updater):
             out.append(d)
         return out
 
-    def arch_grads(self, s: Searcher, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
+    def arch_grads(self, s: PartContext, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
         xi = self.params.xi if self.params.xi is not None else s.w_lr
         params = {n: p.detach() for n, p in s.model.named_parameters()}
         names = list(params)

@@ -1,0 +1,403 @@
+"""The loop core that the search and the retraining share: epochs, steps, callbacks,
+checkpoint state, RNG streams, resume, and the per-epoch meters.
+
+A loop (`diffnas.search.Searcher`, `diffnas.retrain.train.Trainer`) says what one step
+does, which batches an epoch has, what happens as an epoch begins and ends, and what of
+its own goes into a checkpoint; `Loop` runs the epochs and owns everything else, so both
+resume, log and checkpoint the same way:
+
+    fit():  callbacks.on_search_start
+            per epoch:  begin_epoch(epoch)            (learning rates, drop-path, ...)
+                        callbacks.on_epoch_start
+                        per step: before_step(); training_step(batch); callbacks.on_step_end
+                        end_epoch(epoch) -> metrics   (derivation, parts' metrics, tests)
+                        epoch += 1; step = 0; reset_epoch()
+                        callbacks.collect; history.append; callbacks.on_epoch_end
+            callbacks.on_search_end                   (also when the run fails)
+
+Also here: `Mean` (the one per-epoch averager: sums on the tensor's device, one host sync
+when the epoch's value is read), `Meters` (the loss/accuracy means of an epoch), `StepTimer`
+and the entry-point helpers that start or resume a run in its run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from diffnas.errors import CheckpointError, NumericalError
+from diffnas.utils import (
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+    state_mismatch,
+)
+
+if TYPE_CHECKING:
+    from diffnas.callbacks.base import Callback
+    from diffnas.run import RunDir
+    from diffnas.spaces.genotype import Genotype
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+CHECKPOINT_VERSION = 1
+R = TypeVar("R")
+
+
+# =========================================================================== measurement
+class Mean:
+    """The mean of the values added since the last reset (e.g. one epoch's steps).
+
+    The sum stays where the values are (a tensor on the device, or a float): adding never
+    synchronises with the host; reading `value()` does, once. Weighted: `add(v * n, n)`
+    averages per sample. The sum goes into a checkpoint as a float.
+    """
+
+    def __init__(self) -> None:
+        self.sum: float | torch.Tensor = 0.0
+        self.n: float = 0
+
+    def add(self, value: float | torch.Tensor, n: float = 1) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        self.sum = self.sum + value
+        self.n += n
+
+    def value(self) -> float | None:
+        """The mean, read on the host (None without values)."""
+        return float(self.sum) / self.n if self.n else None
+
+    def total(self) -> float:
+        return float(self.sum)
+
+    def reset(self) -> None:
+        self.sum, self.n = 0.0, 0
+
+    def pop(self) -> float | None:
+        """The mean (None without values), and start over."""
+        out = self.value()
+        self.reset()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sum": float(self.sum), "n": self.n}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sum, self.n = float(state["sum"]), state["n"]
+
+
+class Meters:
+    """An epoch's mean losses and accuracies of training and validation batches."""
+
+    KEYS = ("train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n")
+    PHASES = ("train", "val")
+
+    def __init__(self) -> None:
+        self.loss = {p: Mean() for p in self.PHASES}
+        self.correct = {p: Mean() for p in self.PHASES}
+        self.reset()
+
+    def reset(self) -> None:
+        self.scored = True
+        for m in (*self.loss.values(), *self.correct.values()):
+            m.reset()
+
+    def add(
+        self, prefix: str, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        n = labels.shape[0]
+        self.loss[prefix].add(loss.detach() * n, n)
+        if labels.dim() != 1 or labels.dtype.is_floating_point or logits.dim() != 2:
+            self.scored = False  # a user loss on other targets: no accuracy
+            return
+        self.correct[prefix].add((logits.argmax(1) == labels).sum(), n)
+
+    def summary(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for p in self.PHASES:
+            out[f"{p}_loss"] = self.loss[p].value()
+            acc = self.correct[p].value() if self.loss[p].n and self.scored else None
+            out[f"{p}_acc"] = None if acc is None else 100.0 * acc
+        if out["train_loss"] is None:
+            out["train_loss"], out["train_acc"] = math.nan, math.nan
+        return out
+
+    def state_dict(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for p in self.PHASES:
+            out[f"{p}_loss"] = self.loss[p].total()
+            out[f"{p}_correct"] = self.correct[p].total()
+            out[f"{p}_n"] = float(self.loss[p].n)
+        return out
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        for p in self.PHASES:
+            n = state[f"{p}_n"]
+            self.loss[p].load_state_dict({"sum": state[f"{p}_loss"], "n": n})
+            # accuracies count every sample the losses count (unless unscored)
+            self.correct[p].load_state_dict({"sum": state[f"{p}_correct"], "n": n})
+
+
+class StepTimer:
+    """Wall time of a loop's steps: `lap()` after each step adds the time since the last
+    lap (or `restart()`); `sync` waits for the device first (benchmarks), the loop does not
+    (no host sync in its steps)."""
+
+    def __init__(self, device: torch.device | None = None, sync: bool = False) -> None:
+        self.sync = sync and device is not None and device.type == "cuda"
+        self.device = device
+        self.total_s = 0.0
+        self.restart()
+
+    def restart(self) -> None:
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def lap(self) -> float:
+        """Seconds since the last lap; added to `total_s`."""
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        dt, self._start = now - self._start, now
+        self.total_s += dt
+        return dt
+
+
+# =========================================================================== the loop
+class Loop(ABC):
+    """Epochs of steps with callbacks, checkpoints and resume (module docstring)."""
+
+    kind = "search"  # what the run directory holds: "search" or "train"
+
+    def __init__(
+        self,
+        run: RunDir | None,
+        callbacks: list[Callback] | None,
+        *,
+        threads: int | None,
+        device: str,
+        seed: int,
+        epochs: int,
+    ) -> None:
+        self.run = run
+        set_threads(threads)
+        self.device = resolve_device(device)
+        seed_everything(seed)
+        self.epochs = epochs
+        self.epoch = 0  # the epoch in progress (or the next one, between epochs)
+        self.step = 0  # steps done in the current epoch
+        self.global_step = 0
+        self.elapsed_s = 0.0
+        self.meters = Meters()
+        self.history: list[dict[str, Any]] = []
+        self.callbacks: list[Callback] = list(callbacks or [])
+
+    # ------------------------------------------------------------------ what a loop says
+    current_genotype: Genotype
+
+    @property
+    @abstractmethod
+    def steps_per_epoch(self) -> int: ...
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @abstractmethod
+    def batches(self, epoch: int, start: int) -> Iterable[Batch]:
+        """The epoch's batches from step `start` on (a resumed epoch continues mid-way)."""
+
+    @abstractmethod
+    def training_step(self, batch: Batch) -> None: ...
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Before the epoch's first step (and its callbacks): learning rates, ..."""
+        del epoch
+
+    def before_step(self) -> None:  # noqa: B027 (optional hook)
+        """Before each step (`self.step` is the step about to be taken)."""
+
+    @abstractmethod
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """The epoch's metrics, after its last step."""
+
+    def reset_epoch(self) -> None:
+        """Clear per-epoch counters once the epoch's metrics are taken."""
+        self.meters.reset()
+
+    # checkpoints: what the loop adds of its own, and how it reads it back
+    @abstractmethod
+    def extra_state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
+    def restored(self) -> None:  # noqa: B027 (optional hook)
+        """After a checkpoint is loaded, before the RNG streams are restored."""
+
+    def config_dict(self) -> dict[str, Any]:
+        from diffnas.config import to_dict
+
+        return to_dict(getattr(self, "config"))  # noqa: B009 (each loop has its own type)
+
+    # ------------------------------------------------------------------ running
+    def fit(self) -> None:
+        """Run the remaining epochs (all of them, or from a checkpoint's position)."""
+        for cb in self.callbacks:
+            cb.on_search_start(self)
+        try:
+            while self.epoch < self.epochs:
+                self.run_epoch()
+        finally:
+            for cb in self.callbacks:
+                cb.on_search_end(self)
+
+    def run_epoch(self) -> None:
+        epoch = self.epoch
+        self.begin_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_start(self)
+        timer = StepTimer()
+        for batch in self.batches(epoch, self.step):
+            self.before_step()
+            self.training_step(batch)
+            self.step += 1
+            self.global_step += 1
+            self.elapsed_s += timer.lap()
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+        metrics = self.end_epoch(epoch)
+        # the epoch is complete: a checkpoint written now resumes at the next one
+        self.epoch, self.step = epoch + 1, 0
+        self.reset_epoch()
+        for cb in self.callbacks:
+            cb.collect(self, metrics)
+        self.history.append(metrics)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, metrics)
+
+    # ------------------------------------------------------------------ failures
+    def numerical_error(
+        self, loss: torch.Tensor, phase: str, lrs: str, fix: str, retry: str
+    ) -> None:
+        """Raise NumericalError for a non-finite `loss`, saying how to continue: `fix` what
+        to change, `retry` the `--set` of a resume that changes it."""
+        if self.run is not None and self.run.checkpoint_path.exists():
+            command = "search" if self.kind == "search" else "train"
+            where = (
+                f" The last checkpoint in '{self.run.path}' is intact: {fix}, and continue "
+                f"from it with `diffnas {command} --resume {self.run.path} --set "
+                f"{retry}, or start again."
+            )
+        elif self.run is not None:
+            where = (
+                f" No checkpoint was written yet, so nothing can be resumed: {fix}, "
+                f"and start again."
+            )
+        else:
+            where = f" {fix}."
+        raise NumericalError(
+            f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step "
+            f"{self.step + 1} ({lrs}).{where}"
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "global_step": self.global_step,
+            "elapsed_s": self.elapsed_s,
+            **self.extra_state(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
+            "meters": self.meters.state_dict(),
+            "history": self.history,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            what = "training checkpoint" if self.kind == "train" else "checkpoint"
+            raise CheckpointError(
+                f"{what} version {state.get('version')} is not supported by this diffnas "
+                f"(expects {CHECKPOINT_VERSION})"
+            )
+        self.load_extra_state(state)
+        for cb in self.callbacks:
+            if cb.name in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][cb.name])
+        self.meters.load_state_dict(state["meters"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.global_step, self.elapsed_s = state["global_step"], state["elapsed_s"]
+        self.history = list(state["history"])
+        self.restored()
+        set_rng_state(state["rng"])
+
+
+def load_module(module: torch.nn.Module, state: Any, message: Callable[[str], str]) -> None:
+    """`module.load_state_dict(state)`, or a CheckpointError with `message(how they differ)`."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError):
+        raise CheckpointError(message(state_mismatch(module, state))) from None
+
+
+# =========================================================================== entry points
+def standard_callbacks(
+    loggers: list[str], log_every_steps: int, every_s: float, every_steps: int, progress: bool
+) -> list[Callback]:
+    """The metrics log, the configured loggers, the checkpoint and the progress bar."""
+    from diffnas.callbacks.base import Checkpointer, MetricsLogger
+    from diffnas.callbacks.loggers import build_loggers
+    from diffnas.callbacks.progress import ProgressBar
+
+    cbs: list[Callback] = [
+        MetricsLogger(),
+        # loggers before the checkpoint: what a checkpoint holds has been logged
+        *build_loggers(loggers, log_every_steps),
+        Checkpointer(every_s, every_steps),
+    ]
+    if progress:
+        cbs.append(ProgressBar())
+    return cbs
+
+
+L = TypeVar("L", bound=Loop)
+
+
+def start_run(run: RunDir, go: Callable[[], R]) -> R:
+    """Run `go` in a new run directory; a start that fails before its first checkpoint
+    leaves nothing behind."""
+    try:
+        return go()
+    except BaseException:
+        run.discard()
+        raise
+    finally:
+        run.release()
+
+
+def resume_run(
+    run: RunDir,
+    build: Callable[[dict[str, Any]], L],
+    finish: Callable[[L], R],
+) -> R:
+    """Continue the locked `run` from its checkpoint: `build(state)` makes the loop, which
+    loads the state; metrics.jsonl is rebuilt from the checkpoint; then `finish(loop)`."""
+    try:
+        state = run.load_checkpoint()
+        loop = build(state)
+        loop.load_state_dict(state)
+        run.write_metrics(loop.history)
+        return finish(loop)
+    finally:
+        run.release()

@@ -203,7 +203,7 @@ def test_part_takes_search_steps_and_derives(kind: str, name: str, built) -> Non
     b = built(kind, name)
     s = b.searcher
     assert isinstance(b.part, KINDS[kind].get(name)) and isinstance(b.part, BASES[kind])
-    assert s.global_step == 0 and s.meters.sums["train_n"] == 16  # two weight steps ran
+    assert s.global_step == 0 and s.meters.loss["train"].n == 16  # two weight steps ran
     for p in [*s.model.parameters(), *s.arch_parameters()]:
         assert bool(torch.isfinite(p).all())
     json.dumps(b.part.metrics())  # metrics go to metrics.jsonl

@@ -180,7 +180,6 @@ class Loop(ABC):
         self,
         run: RunDir | None,
         callbacks: list[Callback] | None,
-        *,
         threads: int | None,
         device: str,
         seed: int,

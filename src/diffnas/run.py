@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import itertools
-import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +30,15 @@ from diffnas.config import (
     to_dict,
 )
 from diffnas.errors import CheckpointError, ConfigError
-from diffnas.utils import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint
+from diffnas.utils import (
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    read_jsonl,
+    write_jsonl,
+)
 
 T = TypeVar("T")
 
@@ -384,26 +391,15 @@ class RunDir:
 
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.metrics_path, record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything after it is unreliable
-        return records
+        return read_jsonl(self.metrics_path)
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl from `records` (a checkpoint's history: on resume, the
         file is rebuilt from it, so a cut or corrupt line loses nothing)."""
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+        write_jsonl(self.metrics_path, records)
 
     # ------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, state: dict[str, Any]) -> None:

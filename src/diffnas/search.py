@@ -89,14 +89,7 @@ class Searcher(Loop):
         self.config = config
         s = config.search
         distributed.init()  # under torchrun: join its group (and take this rank's GPU)
-        super().__init__(
-            run,
-            callbacks,
-            threads=config.threads,
-            device=config.device,
-            seed=config.seed,
-            epochs=s.epochs,
-        )
+        super().__init__(run, callbacks, config.threads, config.device, config.seed, s.epochs)
         # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
         self.precision: Precision = resolve_precision(config.search.precision, self.device)
         self.space = space if space is not None else get_space(config.space)

@@ -137,6 +137,35 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def append_jsonl(path: Path, record: Any) -> None:
+    """Append one JSON line and fsync it (metrics.jsonl, candidates.jsonl): a kill can cut
+    only the line being written, which `read_jsonl` then drops."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The records of a JSON-lines file, up to the first unreadable line (a line cut by a
+    kill: everything after it is unreliable); [] when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def write_jsonl(path: Path, records: list[Any]) -> None:
+    """Rewrite a JSON-lines file atomically from `records`."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temp file in the same directory, fsync, then rename over `path`."""
     _atomic_write(path, lambda fh: torch.save(obj, fh))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from diffnas.errors import ConfigError
+from diffnas.loop import Mean
 from diffnas.parts import RegContext, Regularizer
 from diffnas.registry import REGULARIZERS
 
@@ -154,7 +155,8 @@ class RdartsReg(Regularizer):
         self.actual_tables: dict[str, torch.Tensor] = {}
         self._searcher: PartContext | None = None
         self._last_reg = 0.0
-        self._sums: dict[str, float] = {}
+        # the epoch's means of Reg, d, r and λ over its architecture steps
+        self._means = {name: Mean() for name in ("reg", "d", "r", "lam")}
         self._sum_epoch = -1
 
     # ------------------------------------------------------------------ setup
@@ -225,16 +227,11 @@ class RdartsReg(Regularizer):
     # ------------------------------------------------------------------ logging and state
     def _accumulate(self, epoch: int, t: RegTerms, lam: torch.Tensor) -> None:
         if epoch != self._sum_epoch:
-            self._sums, self._sum_epoch = (
-                {"n": 0.0, "reg": 0.0, "d": 0.0, "r": 0.0, "lam": 0.0},
-                epoch,
-            )
-        s = self._sums
-        s["n"] += 1
-        s["reg"] += float(t.reg.detach())
-        s["d"] += float(t.d.detach())
-        s["r"] += float(t.r.detach())
-        s["lam"] += float(lam)
+            for m in self._means.values():
+                m.reset()
+            self._sum_epoch = epoch
+        for name, value in (("reg", t.reg), ("d", t.d), ("r", t.r), ("lam", lam)):
+            self._means[name].add(value)  # on the device: read once, in metrics()
 
     def expected_costs(self, tables: dict[str, torch.Tensor]) -> dict[str, float]:
         """Each cell's expected parameter count under the current op distributions."""
@@ -248,11 +245,9 @@ class RdartsReg(Regularizer):
     def metrics(self) -> dict[str, Any]:
         s = self._searcher
         out: dict[str, Any] = {}
-        if s is not None and self._sum_epoch == s.epoch and self._sums.get("n"):
-            n = self._sums["n"]
-            for name in ("reg", "d", "r", "lam"):
-                key = "lambda" if name == "lam" else name
-                out[key] = self._sums[name] / n
+        if s is not None and self._sum_epoch == s.epoch and self._means["reg"].n:
+            for name, mean in self._means.items():
+                out["lambda" if name == "lam" else name] = mean.value()
         else:  # no architecture step this epoch (e.g. warm-up)
             out.update(dict.fromkeys(("reg", "d", "r"), None))
             out["lambda"] = None if self.params.weight == "share" else self.lam
@@ -265,12 +260,18 @@ class RdartsReg(Regularizer):
         return {
             "lam": self.lam,
             "last_reg": self._last_reg,
-            "sums": dict(self._sums),
+            "sums": {"n": float(self._means["reg"].n)}
+            | {k: m.total() for k, m in self._means.items()},
             "sum_epoch": self._sum_epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lam = float(state["lam"])
         self._last_reg = float(state["last_reg"])
-        self._sums = dict(state["sums"])
+        sums = state["sums"]
+        for name, mean in self._means.items():
+            if sums.get("n"):
+                mean.load_state_dict({"sum": sums[name], "n": sums["n"]})
+            else:
+                mean.reset()
         self._sum_epoch = int(state["sum_epoch"])

@@ -81,12 +81,7 @@ class Trainer(Loop):
         config = with_genotype_network(config, genotype)
         self.config = config
         super().__init__(
-            run,
-            callbacks,
-            threads=config.threads,
-            device=config.device,
-            seed=config.seed,
-            epochs=config.train.epochs,
+            run, callbacks, config.threads, config.device, config.seed, config.train.epochs
         )
         self.space = space_for(genotype)
         self.genotype = self.current_genotype = genotype

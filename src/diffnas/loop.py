@@ -121,9 +121,10 @@ class Meters:
     def summary(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for p in self.PHASES:
+            n = self.loss[p].n
             out[f"{p}_loss"] = self.loss[p].value()
-            acc = self.correct[p].value() if self.loss[p].n and self.scored else None
-            out[f"{p}_acc"] = None if acc is None else 100.0 * acc
+            scored = n and self.scored  # the correct counts are over the loss's samples
+            out[f"{p}_acc"] = 100.0 * self.correct[p].total() / n if scored else None
         if out["train_loss"] is None:
             out["train_loss"], out["train_acc"] = math.nan, math.nan
         return out

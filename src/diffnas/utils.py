@@ -268,6 +268,21 @@ def state_mismatch(module: torch.nn.Module, state: Any) -> str:
     return "tensors " + ", ".join(parts) if parts else "values of another type"
 
 
+def rss_mb(peak: bool = False) -> float:
+    """This process's resident memory in MiB (`peak`: its high-water mark), the one memory
+    helper of the measurements (diffnas bench speed, the --dry-run estimate)."""
+    import resource
+
+    high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if peak:
+        return high
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:  # no /proc (macOS): the high-water mark, an upper bound
+        return high
+
+
 def resolve_device(name: str) -> torch.device:
     """auto (CUDA if visible, else CPU), cpu, cuda, cuda:N or mps, checked against this machine."""
     from diffnas.config import check_device

@@ -28,8 +28,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import resource
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +35,8 @@ import torch
 
 from diffnas.config import Config, validate
 from diffnas.errors import ConfigError, ResourceError
+from diffnas.loop import StepTimer
+from diffnas.utils import rss_mb
 
 # peak - (process with the run built) = 1.60 x activations for nb201 and 1.25 x for darts
 # (C=16, batch 64, measured by `diffnas bench speed`; the backward's transient gradient
@@ -152,14 +152,6 @@ def available_mb(device: torch.device) -> float:
     return avail
 
 
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 class _SavedBytes:
     """Bytes of the distinct storages autograd saves for backward while active."""
 
@@ -181,7 +173,7 @@ def _probe_step(s: Any, batch: tuple[torch.Tensor, torch.Tensor], val: Any) -> t
     """(seconds, MB kept for backward) of one search step on `batch`."""
     saved = _SavedBytes()
     peak = 0.0
-    start = time.perf_counter()
+    timer = StepTimer(s.device, sync=True)
     for step in ("arch", "weight"):
         saved.storages.clear()
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
@@ -190,9 +182,7 @@ def _probe_step(s: Any, batch: tuple[torch.Tensor, torch.Tensor], val: Any) -> t
             else:
                 s.weight_step(batch)
         peak = max(peak, saved.mb)
-    if s.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, peak
+    return timer.lap(), peak
 
 
 # the built-in digits search (C=16, 8 cells, batch 64, 8x8 images) needs under 1 GB: runs

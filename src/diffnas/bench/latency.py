@@ -13,7 +13,6 @@ import itertools
 import json
 import platform
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 from diffnas.config import to_dict
 from diffnas.errors import ConfigError, DatasetError, GenotypeError
+from diffnas.loop import StepTimer
 from diffnas.spaces.base import Space
 from diffnas.spaces.genotype import Genotype
 from diffnas.supernet.base import ArchSpec
@@ -119,18 +119,15 @@ def random_genotype(space: Space, generator: torch.Generator) -> Genotype:
 # --------------------------------------------------------------------------- measuring
 def time_forward(net: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> list[float]:
     """Wall-clock milliseconds of `repeats` forward passes after `warmup` untimed ones."""
-    cuda = x.device.type == "cuda"
     times = []
+    timer = StepTimer(x.device, sync=True)
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            if cuda:
-                torch.cuda.synchronize(x.device)
-            start = time.perf_counter()
+            timer.restart()
             net(x)
-            if cuda:
-                torch.cuda.synchronize(x.device)
+            seconds = timer.lap()
             if i >= warmup:
-                times.append(1000.0 * (time.perf_counter() - start))
+                times.append(1000.0 * seconds)
     return times
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from diffnas.loop import StepTimer
+from diffnas.utils import rss_mb
 
 SPACES = {
     "nb201": ["space.name=nb201", "space.channels=16", "space.layers=5"],
@@ -66,18 +68,6 @@ def matmul_rate(threads: int, n: int = 1024, seconds: float = 1.5) -> float:
     return best
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def current_rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:
-        return float("nan")
-
-
 def overrides(space: str, batch_size: int, threads: int, extra: list[str]) -> list[str]:
     return [
         *SPACES[space],
@@ -104,22 +94,21 @@ def worker(
     s = Searcher(load_config(["darts"], config))
     if impl == "plain":
         make_plain(s.model)
-    rss_built = current_rss_mb()
+    rss_built = rss_mb()
     it = s.data.train.epoch(0)
     train = next(it)
     s.arch_step(train, s.val_stream.next())  # warm-up: allocations, first-call overheads
     s.weight_step(train)
     step_times, data_times = [], []
+    timer = StepTimer()
     for _ in range(steps):
-        t0 = time.perf_counter()
+        timer.restart()
         train, val = next(it), s.val_stream.next()
-        t1 = time.perf_counter()
+        data_times.append(timer.lap())
         s.arch_step(train, val)
         s.weight_step(train)
-        t2 = time.perf_counter()
-        data_times.append(t1 - t0)
-        step_times.append(t2 - t0)
-    peak = peak_rss_mb()
+        step_times.append(data_times[-1] + timer.lap())
+    peak = rss_mb(peak=True)
     flops = 0
     if impl == "plain":  # the count both implementations are rated by
         counter = FlopCounterMode(display=False)

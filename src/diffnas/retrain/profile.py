@@ -10,13 +10,13 @@ timed forwards after warm-up, in eval mode under torch.inference_mode.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from diffnas.loop import StepTimer
 from diffnas.retrain.network import ModelSpec
 from diffnas.spaces import Edge, get_space
 
@@ -157,16 +157,14 @@ def measure_latency(
     device = torch.device(device)
     model = model.to(device).eval()
     x = torch.randn(batch_size, *input_shape, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         model(x)
-    sync()
+    timer = StepTimer(device, sync=True)  # waits for the warm-up's kernels
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        timer.restart()
         model(x)
-        sync()
-        times.append(time.perf_counter() - start)
+        times.append(timer.lap())
     return 1000.0 * statistics.median(times)
 
 

@@ -114,10 +114,14 @@ class PartContext(Protocol):
 class Part(ABC):
     """Common behaviour: parameters from the config, state for checkpoints, metrics.
 
-    Order of the hooks in a search (`diffnas.search.Searcher`; pinned by
-    tests/test_hook_order.py). Parts are listed in `Searcher.parts()` order: relaxation,
-    schedule, updater, regularizers, derivation.
+    Order of the hooks in a search (`diffnas.search.Searcher` on the loop core
+    `diffnas.loop.Loop`; pinned by tests/test_hook_order.py, which records the calls;
+    docs/architecture.md). Parts are listed in `Searcher.parts()` order: relaxation,
+    schedule, updater, regularizers, derivation. Hooks that take the run get it as a
+    `PartContext`.
 
+    - config load: `__init__` (with the `Params`): it checks its parameters, and must be
+      cheap and draw no random numbers (`diffnas.config.validate` builds every part);
     - construction: `derivation.derive` (the initial genotype), then `setup` of each part;
       on resume, then `load_state_dict` of each part and `derivation.derive` again;
     - each step: `relaxation.set_progress`, `schedule.arch_step_due`, then, for a due
@@ -127,8 +131,8 @@ class Part(ABC):
       op weights its forward will use, and ends with `schedule.after_weight_step`. The
       architecture step comes before the weight step, or after it where
       `schedule.weight_first`; never in warm-up;
-    - each epoch's end: `derivation.derive`, then `metrics` of each part (callbacks'
-      `collect` and `on_epoch_end` follow, see `diffnas.callbacks.base.Callback`);
+    - each epoch's end: `derivation.derive`, then `metrics` of each part, exactly once
+      (callbacks' `collect` and `on_epoch_end` follow, see `diffnas.callbacks.base.Callback`);
     - the search's end: `derivation.derive(final=True)` after the callbacks' `on_search_end`.
 
     `state_dict` is read whenever a checkpoint is written: by the checkpoint callback at a

@@ -10,13 +10,14 @@ import time
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from diffnas.loop import Meters
     from diffnas.run import RunDir
-    from diffnas.search import Meters
     from diffnas.spaces.genotype import Genotype
 
 
 class Loop(Protocol):
-    """What the standard callbacks use of a loop: a `Searcher` or an evaluate `Trainer`."""
+    """What the standard callbacks use of a loop (`diffnas.loop.Loop`: a `Searcher` or a
+    `Trainer`)."""
 
     run: RunDir | None
     epoch: int  # the epoch in progress (or the next one, between epochs)

@@ -35,7 +35,7 @@ from diffnas.network_search.proxy import (
 )
 from diffnas.run import claim_directory
 from diffnas.spaces.genotype import Genotype
-from diffnas.utils import atomic_write_text
+from diffnas.utils import append_jsonl, atomic_write_text, read_jsonl
 
 CANDIDATES = "candidates.jsonl"
 BLOCKS = "blocks.json"
@@ -113,23 +113,12 @@ def choose(front: list[dict[str, Any]], rule: str) -> dict[str, Any] | None:
 
 # --------------------------------------------------------------------------- files
 def read_candidates(path: Path) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: the candidate is evaluated again
-        out[rec["key"]] = rec
-    return out
+    # a line cut by a kill ends the file: that candidate is evaluated again
+    return {rec["key"]: rec for rec in read_jsonl(path)}
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(path, record)
 
 
 def save_blocks(path: Path, blocks: list[Genotype]) -> None:

@@ -205,7 +205,7 @@ def test_bench_runs_skips_finished_and_resumes_killed_runs(tmp_path, tiny_protoc
 
     cfg = from_dict(Config, killed.config)
     run = RunDir.create(cfg, killed.run_dir)
-    Searcher(cfg, run, default_callbacks(cfg, False))._run_epoch()
+    Searcher(cfg, run, default_callbacks(cfg, False)).run_epoch()
     run.release()  # as the killed process's exit would
     assert (killed.run_dir / "checkpoint.pt").exists()
     rec = run_job(killed)

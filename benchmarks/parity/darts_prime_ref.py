@@ -8,7 +8,7 @@ Z/U updates), run as the README's search command (`--reg prox --schedfreq 10 --d
 
 Builds the official supernet and diffnas's for the preset on identical float64 weights, α,
 optimizer states, schedule state and batches, runs the same search iterations on each (the
-official loop body of `train()`, transcribed below; diffnas's own `Searcher._run_epoch`) and
+official loop body of `train()`, transcribed below; diffnas's own `Searcher.run_epoch`) and
 prints the largest differences of α-gradient, α, weights (of the ops still computed), the
 informed schedule's threshold and FI EWMA, and ADMM's Z and U. With --write, stores the
 official numbers as a golden fixture for tests/test_parity_prime.py.
@@ -261,7 +261,7 @@ def capture_diffnas(s: Searcher, took_step: bool) -> dict[str, Any]:
 
 
 def diffnas_run(case: Case) -> tuple[list[dict[str, Any]], dict[str, Any], Searcher]:
-    """The case's iterations through diffnas's own loop (`Searcher._run_epoch`)."""
+    """The case's iterations through diffnas's own loop (`Searcher.run_epoch`)."""
     s = build_searcher(case)
     inputs = make_inputs(case, s)
     with torch.no_grad():
@@ -301,7 +301,7 @@ def diffnas_run(case: Case) -> tuple[list[dict[str, Any]], dict[str, Any], Searc
             return lambda *a, **k: None
 
     s.callbacks = [Capture()]  # type: ignore[list-item]
-    s._run_epoch()
+    s.run_epoch()
     return records, inputs, s
 
 

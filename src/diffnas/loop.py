@@ -200,7 +200,8 @@ class Loop(ABC):
         self.callbacks: list[Callback] = list(callbacks or [])
 
     # ------------------------------------------------------------------ what a loop says
-    current_genotype: Genotype
+    config: Any  # the run's config (a search Config, a TrainConfig): checkpoints hold it
+    current_genotype: Genotype  # written to genotype.json at each epoch's end
 
     @property
     @abstractmethod
@@ -245,7 +246,7 @@ class Loop(ABC):
     def config_dict(self) -> dict[str, Any]:
         from diffnas.config import to_dict
 
-        return to_dict(getattr(self, "config"))  # noqa: B009 (each loop has its own type)
+        return to_dict(self.config)
 
     # ------------------------------------------------------------------ running
     def fit(self) -> None:

@@ -142,3 +142,18 @@ def test_meters_load_the_checkpoint_format_they_always_had() -> None:
     m.load_state_dict(old)
     assert m.summary() == {"train_loss": 1.5, "train_acc": 75.0, "val_loss": None, "val_acc": None}
     assert m.state_dict() == old
+
+
+def test_part_metrics_are_logged_under_the_part_name() -> None:
+    """`<part>/<key>`; a regularizer named twice is told apart by its index."""
+    from types import SimpleNamespace
+
+    from diffnas.config import load_config
+    from diffnas.search import Searcher
+
+    regs = "[{name: cost}, {name: beta_decay}, {name: cost, metric: params}]"
+    cfg = load_config(["darts"], [f"search.regularizers={regs}"])
+    fake = SimpleNamespace(config=cfg, parts=lambda: list(range(7)))
+    names = [name for name, _ in Searcher.named_parts(fake)]  # type: ignore[arg-type]
+    want = ["softmax", "alternate", "first_order", "cost#0", "beta_decay", "cost#2", "default"]
+    assert names == want

@@ -61,9 +61,9 @@ class Mean:
 
     def __init__(self) -> None:
         self.sum: float | torch.Tensor = 0.0
-        self.n: float = 0
+        self.n: float | torch.Tensor = 0  # a tensor where counts stay on the device
 
-    def add(self, value: float | torch.Tensor, n: float = 1) -> None:
+    def add(self, value: float | torch.Tensor, n: float | torch.Tensor = 1) -> None:
         if isinstance(value, torch.Tensor):
             value = value.detach()
         self.sum = self.sum + value
@@ -71,10 +71,15 @@ class Mean:
 
     def value(self) -> float | None:
         """The mean, read on the host (None without values)."""
-        return float(self.sum) / self.n if self.n else None
+        n = self.count()
+        return float(self.sum) / n if n else None
 
     def total(self) -> float:
         return float(self.sum)
+
+    def count(self) -> float:
+        """The number of values (or their weights' sum; a tensor count is read here)."""
+        return self.n if isinstance(self.n, int | float) else float(self.n)
 
     def reset(self) -> None:
         self.sum, self.n = 0.0, 0
@@ -86,7 +91,7 @@ class Mean:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sum": float(self.sum), "n": self.n}
+        return {"sum": float(self.sum), "n": self.count()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sum, self.n = float(state["sum"]), state["n"]
@@ -121,7 +126,7 @@ class Meters:
     def summary(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for p in self.PHASES:
-            n = self.loss[p].n
+            n = self.loss[p].count()
             out[f"{p}_loss"] = self.loss[p].value()
             scored = n and self.scored  # the correct counts are over the loss's samples
             out[f"{p}_acc"] = 100.0 * self.correct[p].total() / n if scored else None
@@ -134,7 +139,7 @@ class Meters:
         for p in self.PHASES:
             out[f"{p}_loss"] = self.loss[p].total()
             out[f"{p}_correct"] = self.correct[p].total()
-            out[f"{p}_n"] = float(self.loss[p].n)
+            out[f"{p}_n"] = float(self.loss[p].count())
         return out
 
     def load_state_dict(self, state: dict[str, float]) -> None:

@@ -76,7 +76,7 @@ def test_rs_weight_step_gradient_is_that_of_the_noisy_weights_and_alpha_is_kept(
     got = _grads(s.model)
     for k, a in s.arch.alpha.items():
         assert torch.equal(a, alpha[k]), "α must be unchanged by the weight step"
-    assert s.regularizers[0].metrics()["sdarts_epsilon"] == pytest.approx(0.165)
+    assert s.regularizers[0].metrics()["epsilon"] == pytest.approx(0.165)
 
     # by hand: the same uniform draw (per α key, in order) added to softmax(α), then each
     # row clamped to [0, 1] and divided by its sum (no row is all zero here)
@@ -197,7 +197,7 @@ def test_adv_then_weight_step_leaves_alpha_and_uses_the_attacked_weights() -> No
     assert len(used) == 2 + 2 + 1  # attack (before, 2 steps, after), then the weight step
     final = used[-1].ops
     soft = {k: torch.softmax(a, -1) for k, a in alpha.items()}
-    kept = s.regularizers[0].metrics()["sdarts_adv_kept"]
+    kept = s.regularizers[0].metrics()["kept"]
     for k in final:
         assert torch.equal(s.arch.alpha[k], alpha[k])
         assert torch.allclose(final[k], soft[k]) != kept

@@ -239,7 +239,7 @@ class Regularizer(Part):
     def after_arch_step(self, arch: Architecture) -> None:
         del arch
 
-    def weight_mix(self, s: Searcher, mix: MixWeights, batch: Batch) -> MixWeights:
+    def weight_mix(self, s: PartContext, mix: MixWeights, batch: Batch) -> MixWeights:
         """The op weights the weight step's forward uses on `batch` (default: `mix`, the
         relaxation's). A regularizer of the weight step (SDARTS) returns other ones, e.g.
         perturbed; α itself must stay unchanged. Called by `Searcher.weight_step` before

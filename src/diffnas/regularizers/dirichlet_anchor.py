@@ -87,4 +87,4 @@ class DirichletAnchor(Regularizer):
         self.value.load_state_dict(state["value"])
 
     def metrics(self) -> dict[str, Any]:
-        return {f"anchor_{self.params.kind}": self.value.pop()}
+        return {self.params.kind: self.value.pop()}  # dirichlet_anchor/l2 or /kl

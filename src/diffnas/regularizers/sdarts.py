@@ -33,7 +33,7 @@ from diffnas.registry import REGULARIZERS
 from diffnas.supernet.mixed import MixWeights
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 Weights = dict[str, torch.Tensor]
 
@@ -104,7 +104,7 @@ class WeightPerturbation(Regularizer):
     def loss(self, ctx: RegContext) -> torch.Tensor:
         return ctx.ce.new_zeros(())  # the architecture step is DARTS's
 
-    def weight_mix(self, s: Searcher, mix: MixWeights, batch: Batch) -> MixWeights:
+    def weight_mix(self, s: PartContext, mix: MixWeights, batch: Batch) -> MixWeights:
         self._epsilon = self.epsilon_at(s.epoch, s.epochs)
         base = {k: w.detach() for k, w in mix.ops.items()}
         ops = self.perturb(s, mix, base, self._epsilon, batch)
@@ -112,12 +112,12 @@ class WeightPerturbation(Regularizer):
 
     @abstractmethod
     def perturb(
-        self, s: Searcher, mix: MixWeights, base: Weights, eps: float, batch: Batch
+        self, s: PartContext, mix: MixWeights, base: Weights, eps: float, batch: Batch
     ) -> Weights:
         """The op weights for the weight step, from the relaxation's (`base`, detached)."""
 
     def metrics(self) -> dict[str, Any]:
-        return {"sdarts_epsilon": round(self._epsilon, 6)}
+        return {"epsilon": round(self._epsilon, 6)}
 
 
 @REGULARIZERS.register("sdarts_rs")
@@ -132,7 +132,7 @@ class RandomSmoothing(WeightPerturbation):
             self.check("sdarts_rs")
 
     def perturb(
-        self, s: Searcher, mix: MixWeights, base: Weights, eps: float, batch: Batch
+        self, s: PartContext, mix: MixWeights, base: Weights, eps: float, batch: Batch
     ) -> Weights:
         del s, mix, batch
         return {
@@ -170,11 +170,11 @@ class AdversarialPGD(WeightPerturbation):
         self._gain = 0.0  # training loss of the weights used minus that of the unperturbed
         self._kept = True
 
-    def _loss(self, s: Searcher, mix: MixWeights, ops: Weights, batch: Batch) -> torch.Tensor:
+    def _loss(self, s: PartContext, mix: MixWeights, ops: Weights, batch: Batch) -> torch.Tensor:
         return s.loss_fn(s.forward(batch[0], dataclasses.replace(mix, ops=ops)), batch[1])
 
     def perturb(
-        self, s: Searcher, mix: MixWeights, base: Weights, eps: float, batch: Batch
+        self, s: PartContext, mix: MixWeights, base: Weights, eps: float, batch: Batch
     ) -> Weights:
         p = self.params
         lr = p.step_size if p.step_size is not None else 2.0 * eps / p.steps
@@ -221,6 +221,6 @@ class AdversarialPGD(WeightPerturbation):
         # the last weight step's attack: its loss increase and whether it was used
         return {
             **super().metrics(),
-            "sdarts_adv_gain": round(self._gain, 6),
-            "sdarts_adv_kept": self._kept,
+            "gain": round(self._gain, 6),
+            "kept": self._kept,
         }

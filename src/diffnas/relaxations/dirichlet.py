@@ -24,7 +24,7 @@ from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import Active
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 PROBS = ("softmax", "mean")
 
@@ -86,7 +86,7 @@ class Dirichlet(Relaxation):
     def op_mask(self, key: str) -> torch.Tensor | None:
         return self.alive.get(key)
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         self.alive = {}
         self._active = {}
 

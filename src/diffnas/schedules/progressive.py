@@ -23,7 +23,7 @@ from diffnas.registry import SCHEDULES
 from diffnas.supernet.widen import make_widenable, partial_groups, widen_partial_channels
 
 if TYPE_CHECKING:
-    from diffnas.search import Searcher
+    from diffnas.parts import PartContext
 
 
 def scale_stages(stages: list[int], warmup: int, epochs: int) -> tuple[list[int], int]:
@@ -111,12 +111,12 @@ class Progressive(Schedule):
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
-        self.searcher: Searcher | None = None
+        self.searcher: PartContext | None = None
         self.warmup = self.params.warmup_epochs  # per stage, at this search's length
         self.ends: list[int] = []  # the epoch each stage ends before
         self.stage = 0  # stages finished (transitions done)
 
-    def setup(self, searcher: Searcher) -> None:
+    def setup(self, searcher: PartContext) -> None:
         p = self.params
         where = "search.schedule (progressive)"
         self.searcher = searcher

@@ -380,30 +380,41 @@ def standard_callbacks(
 L = TypeVar("L", bound=Loop)
 
 
-def start_run(run: RunDir, go: Callable[[], R]) -> R:
-    """Run `go` in a new run directory; a start that fails before its first checkpoint
-    leaves nothing behind."""
+def start_run(run: RunDir | None, go: Callable[[], R]) -> R:
+    """Run `go` in a new run directory (None: a process that writes none); a start that
+    fails before its first checkpoint leaves nothing behind."""
     try:
         return go()
     except BaseException:
-        run.discard()
+        if run is not None:
+            run.discard()
         raise
     finally:
-        run.release()
+        if run is not None:
+            run.release()
 
 
 def resume_run(
-    run: RunDir,
+    run: RunDir | None,
     build: Callable[[dict[str, Any]], L],
     finish: Callable[[L], R],
+    load: Callable[[], dict[str, Any]] | None = None,
 ) -> R:
-    """Continue the locked `run` from its checkpoint: `build(state)` makes the loop, which
-    loads the state; metrics.jsonl is rebuilt from the checkpoint; then `finish(loop)`."""
+    """Continue the locked `run` from its checkpoint (`load()`, default: the run's own):
+    `build(state)` makes the loop, which loads the state; metrics.jsonl is rebuilt from the
+    checkpoint; then `finish(loop)`. `run` None: a process that writes nothing (then
+    `load` is required)."""
     try:
-        state = run.load_checkpoint()
+        if load is not None:
+            state = load()
+        else:
+            assert run is not None, "resume_run: no run directory and no load()"
+            state = run.load_checkpoint()
         loop = build(state)
         loop.load_state_dict(state)
-        run.write_metrics(loop.history)
+        if run is not None:
+            run.write_metrics(loop.history)
         return finish(loop)
     finally:
-        run.release()
+        if run is not None:
+            run.release()

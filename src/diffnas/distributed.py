@@ -33,7 +33,8 @@ from diffnas.callbacks.base import Callback
 from diffnas.errors import ConfigError, DiffnasError
 
 if TYPE_CHECKING:
-    from diffnas.search import Meters, Searcher
+    from diffnas.loop import Meters
+    from diffnas.search import Searcher
 
 T = TypeVar("T")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -192,19 +193,20 @@ class GlobalMeters:
     ) -> None:
         local = type(self.inner)()
         local.add(prefix, loss, logits, labels)
-        keys = [f"{prefix}_loss", f"{prefix}_correct", f"{prefix}_n"]
+        tallies = (local.loss[prefix].sum, local.correct[prefix].sum, local.loss[prefix].n)
         tally = torch.stack(
             [
-                torch.as_tensor(local.sums[k], dtype=torch.float64, device=loss.device).reshape(())
-                for k in keys
+                torch.as_tensor(v, dtype=torch.float64, device=loss.device).reshape(())
+                for v in tallies
             ]
         )
         dist.all_reduce(tally)
         self.inner.scored = self.inner.scored and local.scored
-        for k, v in zip(keys, tally):
-            self.inner.sums[k] = self.inner.sums[k] + v
+        # the global sums, kept on the device (diffnas.loop.Mean reads them once per epoch)
+        self.inner.loss[prefix].add(tally[0], tally[2])
+        self.inner.correct[prefix].add(tally[1], tally[2])
 
-    def __getattr__(self, name: str) -> Any:  # reset, summary, state_dict, sums, ...
+    def __getattr__(self, name: str) -> Any:  # reset, summary, state_dict, loss, ...
         return getattr(self.inner, name)
 
 

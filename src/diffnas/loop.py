@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 Batch = tuple[torch.Tensor, torch.Tensor]
 CHECKPOINT_VERSION = 1
 R = TypeVar("R")
+C = TypeVar("C")
 
 
 # =========================================================================== measurement
@@ -396,21 +397,17 @@ def start_run(run: RunDir | None, go: Callable[[], R]) -> R:
 
 def resume_run(
     run: RunDir | None,
-    build: Callable[[dict[str, Any]], L],
+    load: Callable[[], tuple[dict[str, Any], C]],
+    build: Callable[[dict[str, Any], C], L],
     finish: Callable[[L], R],
-    load: Callable[[], dict[str, Any]] | None = None,
 ) -> R:
-    """Continue the locked `run` from its checkpoint (`load()`, default: the run's own):
-    `build(state)` makes the loop, which loads the state; metrics.jsonl is rebuilt from the
-    checkpoint; then `finish(loop)`. `run` None: a process that writes nothing (then
-    `load` is required)."""
+    """Continue the locked `run` from its checkpoint: `load()` gives the checkpoint and
+    the config it continues under, `build(state, config)` makes the loop, which loads the
+    state; metrics.jsonl is rebuilt from the checkpoint; then `finish(loop)`. `run` None:
+    a process that writes nothing (a data-parallel rank > 0; `load` gets rank 0's)."""
     try:
-        if load is not None:
-            state = load()
-        else:
-            assert run is not None, "resume_run: no run directory and no load()"
-            state = run.load_checkpoint()
-        loop = build(state)
+        state, config = load()
+        loop = build(state, config)
         loop.load_state_dict(state)
         if run is not None:
             run.write_metrics(loop.history)

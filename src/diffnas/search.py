@@ -500,17 +500,12 @@ def search(
         preflight(cfg)
     path = out if out is not None else cfg.out
     run = distributed.on_main(lambda: RunDir.create(cfg, path))  # None on ranks > 0
-    try:
+
+    def go() -> SearchResult:
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-        searcher = Searcher(cfg, run, cbs, dataset)
-        return searcher.run_search()
-    except BaseException:
-        if run is not None:
-            run.discard()  # a start that failed before its first checkpoint leaves nothing
-        raise
-    finally:
-        if run is not None:
-            run.release()
+        return Searcher(cfg, run, cbs, dataset).run_search()
+
+    return start_run(run, go)
 
 
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
@@ -586,21 +581,16 @@ def resume(
 
     run = distributed.on_main(lambda: _search_run(run_dir, lock=True))  # None on ranks > 0
 
-    def load() -> tuple[dict[str, Any], Config]:
+    def read() -> tuple[dict[str, Any], Config]:
         assert run is not None
         state = run.load_checkpoint()
         return state, run.resume_config(
             state, Config, overrides, RESUME_MAY_CHANGE_SEARCH, validate
         )
 
-    try:
-        state, cfg = distributed.shared(load)  # read by rank 0, sent to the others
+    def build(state: dict[str, Any], cfg: Config) -> Searcher:
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
-        searcher = Searcher(cfg, run, cbs, dataset)
-        searcher.load_state_dict(state)
-        if run is not None:
-            run.write_metrics(searcher.history)
-        return searcher.run_search()
-    finally:
-        if run is not None:
-            run.release()
+        return Searcher(cfg, run, cbs, dataset)
+
+    # the checkpoint and config are read by rank 0 and sent to the others
+    return resume_run(run, lambda: distributed.shared(read), build, Searcher.run_search)

@@ -456,12 +456,15 @@ def resume_training(
     """
     run = _train_run(run_dir, lock=True)
 
-    def build(state: dict[str, Any]) -> Trainer:
-        cfg = run.resume_config(
+    def read() -> tuple[dict[str, Any], TrainConfig]:
+        state = run.load_checkpoint()
+        return state, run.resume_config(
             state, TrainConfig, overrides, RESUME_MAY_CHANGE_TRAIN, validate_train
         )
+
+    def build(state: dict[str, Any], cfg: TrainConfig) -> Trainer:
         genotype = Genotype.from_json(state.get("genotype"), f"{run_dir} checkpoint")
         cbs = default_callbacks(cfg, progress) + list(callbacks or [])
         return Trainer(cfg, genotype, run, cbs, dataset)
 
-    return resume_run(run, build, Trainer.run_training)
+    return resume_run(run, read, build, Trainer.run_training)

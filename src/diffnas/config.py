@@ -232,6 +232,8 @@ class Config:
     imports: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
+    # PyTorch threads; null: the usable cores less those other processes keep busy, checked
+    # at the start and every epoch (diffnas.utils.auto_threads)
     threads: int | None = None
     out: str | None = None
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -622,7 +624,7 @@ def check_values(config: Config) -> None:
             f"lower space.layers or space.nodes"
         )
     if config.threads is not None:
-        _at_least(config.threads, 1, "threads", " (null = PyTorch's default)")
+        _at_least(config.threads, 1, "threads", " (null = the cores other processes leave free)")
     if not 0 <= config.seed < 2**63:
         raise ConfigError(f"seed must be in [0, 2^63), got {config.seed}")
     _at_least(net.partial_channels, 1, "supernet.partial_channels", " (1 = off)")

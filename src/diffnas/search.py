@@ -128,7 +128,8 @@ class Searcher:
         self.config = config
         self.run = run
         distributed.init()  # under torchrun: join its group (and take this rank's GPU)
-        set_threads(config.threads)
+        # threads: null = the cores not busy with other processes, checked again every epoch
+        self.threads = set_threads(config.threads)
         self.device = resolve_device(config.device)
         # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
         self.precision: Precision = resolve_precision(config.search.precision, self.device)
@@ -365,6 +366,8 @@ class Searcher:
 
     def _run_epoch(self) -> None:
         epoch = self.epoch
+        if self.config.threads is None and self.device.type == "cpu":  # the load may change
+            self.threads = set_threads(None)
         for g in self.w_opt.param_groups:
             g["lr"] = self.lr_at(epoch)
         if self.config.supernet.aux_skip:  # DARTS-'s β, set once per epoch as its code

@@ -43,7 +43,14 @@ SPACES = {
 }
 IMPLS = ("plain", "engine", "bf16")
 # the config each implementation adds (plain: the engine's supernet swapped for the plain one)
-IMPL_OVERRIDES = {"plain": [], "engine": [], "bf16": ["search.precision=bf16"]}
+IMPL_OVERRIDES = {
+    "plain": [],
+    "engine": [],
+    "bf16": ["search.precision=bf16"],
+    "compiled": ["search.compile=cell"],  # --compile: inductor-compiled cells
+    "bf16+c": ["search.precision=bf16", "search.compile=cell"],
+}
+COMPILED = ("compiled", "bf16+c")
 
 
 def cpu_model() -> str:
@@ -114,8 +121,10 @@ def worker(
     rss_built = current_rss_mb()
     it = s.data.train.epoch(0)
     train = next(it)
+    t0 = time.perf_counter()
     s.arch_step(train, s.val_stream.next())  # warm-up: allocations, first-call overheads
-    s.weight_step(train)
+    s.weight_step(train)  # (and, for the compiled rows, compiling)
+    first_s = time.perf_counter() - t0
     step_times, data_times = [], []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -139,6 +148,7 @@ def worker(
         "impl": impl,
         "threads": s.threads,
         "step_s": statistics.median(step_times),
+        "first_s": first_s,
         "data_share": sum(data_times) / sum(step_times),
         "flops": flops,
         "rss_built_mb": rss_built,
@@ -219,6 +229,7 @@ def run(
     extra: list[str] | None = None,
     echo: Any = print,
     contention: int = 0,
+    compile: bool = False,
 ) -> list[Row]:
     """Run the benchmark (one process per space, implementation and round); print a table.
 
@@ -240,10 +251,11 @@ def run(
     rows = []
     per_space: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for space in spaces:
-        results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
+        impls = [*IMPLS, *(COMPILED if compile else ())]
+        results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
         per_space[space] = results
         for _ in range(rounds):
-            for impl in IMPLS:
+            for impl in impls:
                 r = _measure(space, impl, steps, batch_size, threads, extra, env)
                 results[impl].append(r)
                 echo(
@@ -253,10 +265,10 @@ def run(
         # ratio per round (adjacent processes), then the median over rounds
         ratios = {
             impl: [p["step_s"] / e["step_s"] for p, e in zip(results["plain"], results[impl])]
-            for impl in IMPLS[1:]
+            for impl in impls[1:]
         }
         flops = results["plain"][0]["flops"]
-        for impl in IMPLS:
+        for impl in impls:
             rs = results[impl]
             rows.append(
                 Row(
@@ -282,7 +294,7 @@ def run(
             f"{r.ratio:6.2f}x"
         )
     for space in spaces:
-        p, e, b = (r for r in rows if r.space == space)
+        p, e, b, *_ = (r for r in rows if r.space == space)
         echo(
             f"{space}: engine {e.ratio:.2f}x faster than plain (median of per-round ratios), "
             f"peak RSS {e.peak_rss_mb / p.peak_rss_mb:.2f} of plain "
@@ -297,6 +309,15 @@ def run(
             f"{space}: bf16 engine {bf16_vs_engine:.2f}x the fp32 engine's speed (median of "
             f"per-round ratios; >1 faster), peak RSS {b.peak_rss_mb / e.peak_rss_mb:.2f} of it"
         )
+        for impl in COMPILED if compile else ():
+            rs, es = per_space[space][impl], per_space[space]["engine"]
+            ratio = statistics.median(pe["step_s"] / pc["step_s"] for pe, pc in zip(es, rs))
+            peak = max(r["peak_rss_mb"] for r in rs) / e.peak_rss_mb
+            first = statistics.median(r["first_s"] for r in rs)
+            echo(
+                f"{space}: {impl} {ratio:.2f}x the fp32 engine's speed, peak RSS {peak:.2f} of "
+                f"it; first step (compiling) {first:.1f} s"
+            )
     return rows
 
 

@@ -79,6 +79,11 @@ def _register_speed(sub: argparse._SubParsersAction) -> None:
         help="PyTorch threads (default: the cores other processes leave free, as every command)",
     )
     s.add_argument(
+        "--compile",
+        action="store_true",
+        help="add rows compiled (search.compile=cell, inductor) and bf16+c (bf16 and compiled)",
+    )
+    s.add_argument(
         "--contention",
         type=int,
         default=0,
@@ -113,6 +118,7 @@ def run_speed(args: argparse.Namespace) -> int:
         threads=args.threads,
         extra=args.overrides,
         contention=args.contention,
+        compile=args.compile,
     )
     return 0
 

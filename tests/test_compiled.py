@@ -63,3 +63,19 @@ def test_compile_settings_are_checked() -> None:
         compile_cells(torch.nn.Linear(2, 2), "no_such_backend", None)
     cfg = load_config(["darts"], TINY)
     assert cfg.search.compile == "off"  # the default: nothing is compiled
+
+
+def test_cumulative_bn_running_stats_match_pytorch_without_a_host_read() -> None:
+    # momentum=None (cumulative average): the factor 1/n stays a device tensor (no .item()
+    # per step on CUDA); the running statistics must equal nn.BatchNorm2d's
+    from diffnas.supernet.kernels import BatchStatsBatchNorm2d
+
+    torch.manual_seed(0)
+    ref = torch.nn.BatchNorm2d(3, momentum=None).double()
+    bn = BatchStatsBatchNorm2d(3, momentum=None).double()
+    for _ in range(3):
+        x = torch.randn(4, 3, 5, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+        torch.testing.assert_close(bn(x), ref(x))
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+    assert int(bn.num_batches_tracked) == 3

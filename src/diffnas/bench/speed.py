@@ -283,12 +283,12 @@ def run(
                 )
             )
     echo(
-        f"{'space':6} {'impl':7} {'step s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+        f"{'space':6} {'impl':8} {'step s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} "
         f"{'% matmul':>8} {'data %':>6} {'peak RSS MB':>11} {'RSS built':>9} {'speedup':>7}"
     )
     for r in rows:
         echo(
-            f"{r.space:6} {r.impl:7} {r.step_s:7.3f} {r.flops / 1e9:10.2f} "
+            f"{r.space:6} {r.impl:8} {r.step_s:7.3f} {r.flops / 1e9:10.2f} "
             f"{r.flops / r.step_s / 1e9:8.1f} {100 * r.flops / r.step_s / rate:8.1f} "
             f"{100 * r.data_share:6.2f} {r.peak_rss_mb:11.0f} {r.rss_built_mb:9.0f} "
             f"{r.ratio:6.2f}x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -75,7 +76,18 @@ def _error(console: Console, message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
 
 
+def default_wait_policy() -> None:
+    """Idle OpenMP threads sleep at once (OMP_WAIT_POLICY=PASSIVE) unless the environment
+    says otherwise. PyTorch's bundled GNU OpenMP reads this when it loads, so it takes
+    effect only before torch is imported. Its default spins a waiting thread ~300,000
+    iterations; on a machine with other busy processes those spinning threads take the
+    cores the working ones need (docs/engine.md, "Threads")."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    default_wait_policy()
     from diffnas.plugins import extract_imports, load_all
 
     console = Console(stderr=True)

@@ -121,6 +121,7 @@ class DataConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+COMPILES = ("off", "cell")
 
 
 @dataclass
@@ -145,6 +146,11 @@ class SearchConfig:
     # or auto (bf16 only where the device computes bf16 natively, else fp32; the run says
     # which it chose). Speed only where the hardware has native bf16: docs/engine.md
     precision: str = "fp32"
+    # torch.compile of the supernet: off (default) or cell (each search cell compiled once
+    # per shape; the first steps include compiling, cached under data.cache_dir/inductor).
+    # compile_backend: a torch.compile backend (inductor; aot_eager/eager to check the path)
+    compile: str = "off"
+    compile_backend: str = "inductor"
     # architecture: Adam
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -232,6 +238,8 @@ class Config:
     imports: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
+    # PyTorch threads; null: the usable cores less those other processes keep busy, checked
+    # at the start and every epoch (diffnas.utils.auto_threads)
     threads: int | None = None
     out: str | None = None
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -622,7 +630,7 @@ def check_values(config: Config) -> None:
             f"lower space.layers or space.nodes"
         )
     if config.threads is not None:
-        _at_least(config.threads, 1, "threads", " (null = PyTorch's default)")
+        _at_least(config.threads, 1, "threads", " (null = the cores other processes leave free)")
     if not 0 <= config.seed < 2**63:
         raise ConfigError(f"seed must be in [0, 2^63), got {config.seed}")
     _at_least(net.partial_channels, 1, "supernet.partial_channels", " (1 = off)")
@@ -670,6 +678,11 @@ def check_values(config: Config) -> None:
             f"search.precision must be one of {', '.join(PRECISIONS)} (fp32: the default; bf16: "
             f"bfloat16 autocast of the search steps; auto: bf16 where native), got "
             f"{s.precision!r}"
+        )
+    if s.compile not in COMPILES:
+        raise ConfigError(
+            f"search.compile must be one of {', '.join(COMPILES)} (off: the default; cell: "
+            f"torch.compile each search cell), got {s.compile!r}"
         )
     _at_least(s.warmup_epochs, 0, "search.warmup_epochs")
     if s.warmup_epochs and s.warmup_epochs >= s.epochs:

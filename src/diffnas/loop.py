@@ -193,7 +193,9 @@ class Loop(ABC):
         epochs: int,
     ) -> None:
         self.run = run
-        set_threads(threads)
+        # threads: null = the cores not busy with other processes, checked again every epoch
+        self.auto_threads = threads is None
+        self.threads = set_threads(threads)
         self.device = resolve_device(device)
         seed_everything(seed)
         self.epochs = epochs
@@ -268,6 +270,8 @@ class Loop(ABC):
 
     def run_epoch(self) -> None:
         epoch = self.epoch
+        if self.auto_threads and self.device.type == "cpu":  # the load may have changed
+            self.threads = set_threads(None)
         self.begin_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,14 @@ class Searcher(Loop):
         ).to(self.device)
         if config.supernet.aux_skip:  # refuses a supernet without search cells
             set_aux_beta(self.model, aux_beta(config.supernet, 0, s.epochs))
+        # search.compile: the cells compiled (supernet/compiled.py); timed at the first step
+        self.compile_note: str | None = None
+        if s.compile != "off":
+            from diffnas.supernet.compiled import compile_cells
+
+            cache = config.data.cache_dir or (run.path / "cache" if run is not None else None)
+            n = compile_cells(self.model, s.compile_backend, cache)
+            self.compile_note = f"compile: {n} search cells with {s.compile_backend}"
         self.arch = Architecture(
             self.model.arch_specs, self.relaxation.init_alpha, config.supernet.edge_norm
         ).to(self.device)
@@ -271,11 +280,16 @@ class Searcher(Loop):
         (never during warm-up), an architecture step on the next validation batch, before
         the weight step or after it (`schedule.weight_first`)."""
         due = not warm and self.schedule.arch_step_due()
+        start = time.perf_counter()
         if due and not self.schedule.weight_first:
             self.arch_step(batch, self.val_stream.next())
         self.weight_step(batch)
         if due and self.schedule.weight_first:
             self.arch_step(batch, self.val_stream.next())
+        if self.compile_note is not None and due:  # the first step that compiled both
+            took = time.perf_counter() - start
+            print(f"{self.compile_note}: first step {took:.1f} s", file=sys.stderr, flush=True)
+            self.compile_note = None
 
     def lr_at(self, epoch: int) -> float:
         """Cosine from w_lr to w_lr_min over the epochs (DARTS: set once per epoch)."""

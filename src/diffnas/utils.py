@@ -310,8 +310,82 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
+def set_threads(threads: int | None) -> int:
+    """PyTorch's intra-op threads: `threads`, or with None the `auto_threads` rule.
+
+    Returns the number set."""
+    if threads is None:
+        threads = auto_threads()[0]
+    if threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    return threads
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all cores where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _procs_running() -> int | None:
+    """Runnable tasks on the machine now (Linux /proc/stat `procs_running`)."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("procs_running"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _own_running() -> int:
+    """This process's threads that are runnable now (the caller's own thread included)."""
+    n = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(f"{task.path}/stat") as f:
+                    # pid (comm) state ...: comm may hold spaces and parentheses
+                    if f.read().rsplit(")", 1)[1].split()[0] == "R":
+                        n += 1
+            except (OSError, IndexError):
+                continue
+    except OSError:
+        return 1
+    return max(n, 1)
+
+
+def busy_elsewhere(samples: int = 9, interval: float = 0.02) -> float | None:
+    """Runnable tasks of other processes: the median over `samples` readings of the
+    machine's runnable count less this process's own runnable threads (None: not Linux)."""
+    readings = []
+    for i in range(samples):
+        total = _procs_running()
+        if total is None:
+            return None
+        readings.append(max(0, total - _own_running()))
+        if i + 1 < samples:
+            time.sleep(interval)
+    readings.sort()
+    return float(readings[len(readings) // 2])
+
+
+def auto_threads() -> tuple[int, str]:
+    """The thread count `threads: null` (the default) gives, and why.
+
+    The cores this process may use less the tasks other processes are running on the
+    machine right now, at least 1. A supernet step is thousands of small kernels, each an
+    OpenMP parallel region ending in a barrier; when there are more runnable threads than
+    cores, a descheduled thread holds up every barrier and a 2-thread step becomes several
+    times slower than a 1-thread one (docs/engine.md, "Threads")."""
+    cores = usable_cores()
+    others = busy_elsewhere()
+    if others is None:
+        return cores, f"all {cores} usable cores (the machine's load is unknown here)"
+    n = max(1, min(cores, cores - round(others)))
+    return n, f"{cores} usable core(s), {others:g} task(s) of other processes running"

@@ -12,6 +12,13 @@ taken) on the plain computation, and the same count divides every step time.
 A third row, `bf16`, is the engine with `search.precision=bf16` (bfloat16 autocast of the
 steps' forward and backward passes, float32 weights and losses), measured in the same
 rounds; the summary gives its speed relative to the float32 engine's.
+
+Contention mode (`contention=N`, `diffnas bench speed --contention N`): N busy processes
+(each one Python loop, one core) run for the whole measurement, and the fp32 engine is
+timed at every thread count from 1 to the usable cores, at the default (`threads: null`,
+diffnas.utils.auto_threads, with idle OpenMP threads sleeping: OMP_WAIT_POLICY=PASSIVE)
+and at the previous default (all cores, GNU OpenMP's own spin-waiting). It prints each
+one's step time relative to the best of them.
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ SPACES = {
 }
 IMPLS = ("plain", "engine", "bf16")
 # the config each implementation adds (plain: the engine's supernet swapped for the plain one)
-IMPL_OVERRIDES = {"plain": [], "engine": [], "bf16": ["search.precision=bf16"]}
+IMPL_OVERRIDES = {
+    "plain": [],
+    "engine": [],
+    "bf16": ["search.precision=bf16"],
+    "compiled": ["search.compile=cell"],  # --compile: inductor-compiled cells
+    "bf16+c": ["search.precision=bf16", "search.compile=cell"],
+}
+COMPILED = ("compiled", "bf16+c")
 
 
 def cpu_model() -> str:
@@ -68,19 +82,19 @@ def matmul_rate(threads: int, n: int = 1024, seconds: float = 1.5) -> float:
     return best
 
 
-def overrides(space: str, batch_size: int, threads: int, extra: list[str]) -> list[str]:
+def overrides(space: str, batch_size: int, threads: int | None, extra: list[str]) -> list[str]:
     return [
         *SPACES[space],
         f"data.batch_size={batch_size}",
         "data.dataset=synthetic",
-        f"threads={threads}",
+        f"threads={'null' if threads is None else threads}",
         "device=cpu",
         *extra,
     ]
 
 
 def worker(
-    space: str, impl: str, steps: int, batch_size: int, threads: int, extra: list[str]
+    space: str, impl: str, steps: int, batch_size: int, threads: int | None, extra: list[str]
 ) -> dict[str, Any]:
     """Time `steps` search steps in this process (after one warm-up step)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -89,7 +103,7 @@ def worker(
     from diffnas.search import Searcher
     from diffnas.supernet.plain import make_plain
 
-    torch.set_num_interop_threads(1)
+    torch.set_num_interop_threads(1)  # before any parallel work
     config = overrides(space, batch_size, threads, [*extra, *IMPL_OVERRIDES[impl]])
     s = Searcher(load_config(["darts"], config))
     if impl == "plain":
@@ -97,8 +111,10 @@ def worker(
     rss_built = rss_mb()
     it = s.data.train.epoch(0)
     train = next(it)
+    t0 = time.perf_counter()
     s.arch_step(train, s.val_stream.next())  # warm-up: allocations, first-call overheads
-    s.weight_step(train)
+    s.weight_step(train)  # (and, for the compiled rows, compiling)
+    first_s = time.perf_counter() - t0
     step_times, data_times = [], []
     timer = StepTimer()
     for _ in range(steps):
@@ -119,7 +135,9 @@ def worker(
     return {
         "space": space,
         "impl": impl,
+        "threads": s.threads,
         "step_s": statistics.median(step_times),
+        "first_s": first_s,
         "data_share": sum(data_times) / sum(step_times),
         "flops": flops,
         "rss_built_mb": rss_built,
@@ -139,6 +157,58 @@ class Row:
     ratio: float
 
 
+def _env() -> dict[str, str]:
+    """The workers' environment: this diffnas on the path (installed or not), and idle
+    OpenMP threads sleeping unless the caller's environment says otherwise (as `diffnas`)."""
+    src = str(Path(__file__).resolve().parents[2])  # the directory holding diffnas/
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+    }
+
+
+def _measure(
+    space: str,
+    impl: str,
+    steps: int,
+    batch_size: int,
+    threads: int | None,
+    extra: list[str],
+    env: dict[str, str],
+) -> Any:
+    """One worker process (its JSON result): `threads` None = the default (threads: null)."""
+    cmd = [sys.executable, "-m", "diffnas.bench.speed", "--worker", space, impl, str(steps)]
+    cmd += [str(batch_size), "auto" if threads is None else str(threads), json.dumps(extra)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"benchmark worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+BUSY = "import time\nend = time.monotonic() + 86400\nwhile time.monotonic() < end:\n    pass\n"
+
+
+class Contention:
+    """`n` busy processes (a Python loop each: one core) for the duration of a `with`."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Contention:
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", BUSY]))
+        time.sleep(0.5 if self.n else 0)  # running before the first worker looks at the load
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+
+
 def run(
     spaces: list[str],
     steps: int = 3,
@@ -147,34 +217,35 @@ def run(
     threads: int | None = None,
     extra: list[str] | None = None,
     echo: Any = print,
+    contention: int = 0,
+    compile: bool = False,
 ) -> list[Row]:
     """Run the benchmark (one process per space, implementation and round); print a table.
 
-    `threads` defaults to all cores (one process runs at a time), as in every command."""
+    `threads` defaults to the rule every command follows (diffnas.utils.auto_threads),
+    resolved once here so that every implementation runs with the same count. With
+    `contention` > 0, the thread-count comparison under that many busy processes instead
+    (`run_contention`)."""
+    if contention:
+        run_contention(spaces, contention, steps, rounds, batch_size, extra, echo)
+        return []
+    from diffnas.utils import auto_threads
+
     extra = extra or []
-    threads = threads or os.cpu_count() or 1
+    threads = threads or auto_threads()[0]
     rate = matmul_rate(threads)
     echo(f"CPU: {cpu_model()} | torch {torch.__version__} | threads {threads}")
     echo(f"fp32 matmul rate (1024^3, best of runs): {rate / 1e9:.1f} GFLOP/s")
-    # the workers import this diffnas, installed or not
-    src = str(Path(__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-    }
+    env = _env()
     rows = []
     per_space: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for space in spaces:
-        results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
+        impls = [*IMPLS, *(COMPILED if compile else ())]
+        results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
         per_space[space] = results
         for _ in range(rounds):
-            for impl in IMPLS:
-                cmd = [sys.executable, "-m", "diffnas.bench.speed", "--worker", space, impl]
-                cmd += [str(steps), str(batch_size), str(threads), json.dumps(extra)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-                if proc.returncode:
-                    raise RuntimeError(f"benchmark worker failed:\n{proc.stderr[-3000:]}")
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
+            for impl in impls:
+                r = _measure(space, impl, steps, batch_size, threads, extra, env)
                 results[impl].append(r)
                 echo(
                     f"  {space} {impl}: {r['step_s']:.3f} s/step, peak RSS "
@@ -183,10 +254,10 @@ def run(
         # ratio per round (adjacent processes), then the median over rounds
         ratios = {
             impl: [p["step_s"] / e["step_s"] for p, e in zip(results["plain"], results[impl])]
-            for impl in IMPLS[1:]
+            for impl in impls[1:]
         }
         flops = results["plain"][0]["flops"]
-        for impl in IMPLS:
+        for impl in impls:
             rs = results[impl]
             rows.append(
                 Row(
@@ -201,18 +272,18 @@ def run(
                 )
             )
     echo(
-        f"{'space':6} {'impl':7} {'step s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+        f"{'space':6} {'impl':8} {'step s':>7} {'GFLOP/step':>10} {'GFLOP/s':>8} "
         f"{'% matmul':>8} {'data %':>6} {'peak RSS MB':>11} {'RSS built':>9} {'speedup':>7}"
     )
     for r in rows:
         echo(
-            f"{r.space:6} {r.impl:7} {r.step_s:7.3f} {r.flops / 1e9:10.2f} "
+            f"{r.space:6} {r.impl:8} {r.step_s:7.3f} {r.flops / 1e9:10.2f} "
             f"{r.flops / r.step_s / 1e9:8.1f} {100 * r.flops / r.step_s / rate:8.1f} "
             f"{100 * r.data_share:6.2f} {r.peak_rss_mb:11.0f} {r.rss_built_mb:9.0f} "
             f"{r.ratio:6.2f}x"
         )
     for space in spaces:
-        p, e, b = (r for r in rows if r.space == space)
+        p, e, b, *_ = (r for r in rows if r.space == space)
         echo(
             f"{space}: engine {e.ratio:.2f}x faster than plain (median of per-round ratios), "
             f"peak RSS {e.peak_rss_mb / p.peak_rss_mb:.2f} of plain "
@@ -227,11 +298,77 @@ def run(
             f"{space}: bf16 engine {bf16_vs_engine:.2f}x the fp32 engine's speed (median of "
             f"per-round ratios; >1 faster), peak RSS {b.peak_rss_mb / e.peak_rss_mb:.2f} of it"
         )
+        for impl in COMPILED if compile else ():
+            rs, es = per_space[space][impl], per_space[space]["engine"]
+            ratio = statistics.median(pe["step_s"] / pc["step_s"] for pe, pc in zip(es, rs))
+            peak = max(r["peak_rss_mb"] for r in rs) / e.peak_rss_mb
+            first = statistics.median(r["first_s"] for r in rs)
+            echo(
+                f"{space}: {impl} {ratio:.2f}x the fp32 engine's speed, peak RSS {peak:.2f} of "
+                f"it; first step (compiling) {first:.1f} s"
+            )
     return rows
+
+
+def run_contention(
+    spaces: list[str],
+    n_busy: int,
+    steps: int = 3,
+    rounds: int = 2,
+    batch_size: int = 64,
+    extra: list[str] | None = None,
+    echo: Any = print,
+) -> dict[str, dict[str, float]]:
+    """The fp32 engine's step under `n_busy` busy processes at each thread count, at the
+    default and at the previous default; returns {space: {setting: median step s}}.
+
+    Settings: `1` .. `cores` threads (idle OpenMP threads sleeping), `default`
+    (threads: null), `spin` (all cores with GNU OpenMP's default spin-waiting: the default
+    before). They alternate within each round, so that changes in the machine's other load
+    hit all alike; only ratios within one run mean anything."""
+    from diffnas.utils import usable_cores
+
+    extra = extra or []
+    cores = usable_cores()
+    env = _env()
+    spin_env = {k: v for k, v in env.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    settings: list[tuple[str, int | None, dict[str, str]]] = [
+        *((str(t), t, env) for t in range(1, cores + 1)),
+        ("default", None, env),
+        ("spin", cores, spin_env),
+    ]
+    echo(
+        f"CPU: {cpu_model()} | torch {torch.__version__} | {cores} usable cores | "
+        f"{n_busy} busy process(es) running throughout"
+    )
+    out: dict[str, dict[str, float]] = {}
+    with Contention(n_busy):
+        for space in spaces:
+            times: dict[str, list[float]] = {name: [] for name, _, _ in settings}
+            chosen: list[int] = []
+            for _ in range(rounds):
+                for name, threads, e in settings:
+                    r = _measure(space, "engine", steps, batch_size, threads, extra, e)
+                    times[name].append(r["step_s"])
+                    if threads is None:
+                        chosen.append(int(r["threads"]))
+                    echo(f"  {space} threads={name}: {r['step_s']:.3f} s/step")
+            med = {name: statistics.median(ts) for name, ts in times.items()}
+            out[space] = med
+            best = min(med[str(t)] for t in range(1, cores + 1))
+            echo(f"{'space':6} {'threads':28} {'step s':>8} {'x best':>7}")
+            for name, _, _ in settings:
+                label = {
+                    "default": f"default (chose {'/'.join(map(str, chosen))})",
+                    "spin": f"{cores}, spin-wait (old default)",
+                }.get(name, name)
+                echo(f"{space:6} {label:28} {med[name]:8.3f} {med[name] / best:6.2f}x")
+    return out
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         space, impl, steps, bs, threads, extra = sys.argv[2:8]
-        result = worker(space, impl, int(steps), int(bs), int(threads), json.loads(extra))
+        n = None if threads == "auto" else int(threads)
+        result = worker(space, impl, int(steps), int(bs), n, json.loads(extra))
         print(json.dumps(result))

@@ -52,7 +52,11 @@ def add_device_arg(g: argparse._ActionsContainer, default: str | None) -> None:
 
 
 def add_threads_arg(g: argparse._ActionsContainer) -> None:
-    g.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for PyTorch (default: the cores other processes leave free)",
+    )
 
 
 def add_config_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:

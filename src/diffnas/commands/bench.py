@@ -21,6 +21,10 @@ analytic FLOPs per step, FLOP rate and its share of the matmul rate, data-loadin
 peak resident memory and the speedup over the plain implementation; a third row, bf16, is
 the engine with search.precision=bf16 (bfloat16 autocast), with its speed relative to the
 float32 engine's.
+
+--contention N: N busy processes (one core each) run during the measurement, and the fp32
+engine is timed at each thread count, at the default (the cores other processes leave
+free) and at the old default (all cores, OpenMP spin-waiting), each relative to the best.
 """
 
 QUALITY_HELP = """\
@@ -70,7 +74,21 @@ def _register_speed(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rounds", type=int, default=2, help="processes per implementation (2)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument(
-        "--threads", type=int, help="PyTorch threads (default: all cores; one process at a time)"
+        "--threads",
+        type=int,
+        help="PyTorch threads (default: the cores other processes leave free, as every command)",
+    )
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        help="add rows compiled (search.compile=cell, inductor) and bf16+c (bf16 and compiled)",
+    )
+    s.add_argument(
+        "--contention",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy processes meanwhile and compare thread counts (default 0: off)",
     )
     s.add_argument(
         "--set",
@@ -90,6 +108,8 @@ def run_speed(args: argparse.Namespace) -> int:
     for name, value in (("steps", args.steps), ("rounds", args.rounds)):
         if value < 1:
             raise ConfigError(f"--{name} must be >= 1, got {value}")
+    if args.contention < 0:
+        raise ConfigError(f"--contention must be >= 0 (busy processes), got {args.contention}")
     run(
         args.space or ["nb201", "darts"],
         steps=args.steps,
@@ -97,6 +117,8 @@ def run_speed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         threads=args.threads,
         extra=args.overrides,
+        contention=args.contention,
+        compile=args.compile,
     )
     return 0
 

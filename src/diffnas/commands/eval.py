@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export-dir", help="where the exported files are (default RUN_DIR/export)")
     p.add_argument("--batch-size", type=int, default=256, help="test batch size (default 256)")
     p.add_argument(
-        "--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: all cores)"
+        "--threads",
+        type=int,
+        help="CPU threads for PyTorch and onnxruntime (default: the cores other processes leave free)",
     )
     add_device_arg(p, "cpu")
     p.set_defaults(func=run)

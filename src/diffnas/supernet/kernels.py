@@ -271,12 +271,16 @@ class BatchStatsBatchNorm2d(nn.BatchNorm2d):
             if self.training and self.track_running_stats and self.running_mean is not None:
                 assert self.running_var is not None and self.num_batches_tracked is not None
                 self.num_batches_tracked.add_(1)
-                m = self.momentum
-                if m is None:  # cumulative moving average
-                    m = 1.0 / float(self.num_batches_tracked)
                 n = input.numel() // input.shape[1]
-                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
-                self.running_var.mul_(1 - m).add_(var * (n / max(n - 1, 1)), alpha=m)
+                unbiased = var * (n / max(n - 1, 1))
+                m = self.momentum
+                if m is None:  # cumulative moving average; m stays on the device (no sync)
+                    mt = 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
+                    self.running_mean.lerp_(mean.to(self.running_mean.dtype), mt)
+                    self.running_var.lerp_(unbiased.to(self.running_var.dtype), mt)
+                else:
+                    self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                    self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
         return _BatchNorm.apply(input, self.weight, self.bias, self.eps, (mean, var))
 
 

@@ -1,0 +1,76 @@
+"""The thread default (`threads: null`): the cores other processes leave free, and the
+busy processes `diffnas bench speed --contention` runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from diffnas import utils
+
+
+@pytest.fixture
+def keep_threads() -> Iterator[None]:
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_auto_threads_counts_other_processes_runnable_tasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the machine's runnable count, read 9 times, less this process's own runnable threads
+    readings = iter([6, 3, 3, 9, 3, 4, 3, 3, 2])
+    monkeypatch.setattr(utils, "_procs_running", lambda: next(readings))
+    monkeypatch.setattr(utils, "_own_running", lambda: 1)
+    monkeypatch.setattr(utils.time, "sleep", lambda s: None)
+    assert utils.busy_elsewhere() == 2.0  # median of [5, 2, 2, 8, 2, 3, 2, 2, 1]
+    for cores, procs, want in ((4, 2, 3), (4, 5, 1), (2, 1, 2), (2, 2, 1), (8, 1, 8)):
+        monkeypatch.setattr(utils, "usable_cores", lambda c=cores: c)
+        monkeypatch.setattr(utils, "_procs_running", lambda p=procs: p)
+        assert utils.auto_threads()[0] == want, (cores, procs)
+    monkeypatch.setattr(utils, "_procs_running", lambda: None)  # not Linux: all cores
+    assert utils.auto_threads()[0] == 8
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads Linux's /proc")
+def test_busy_process_is_seen_and_contention_ends_its_processes() -> None:
+    from diffnas.bench.speed import Contention
+
+    with Contention(2) as c:
+        assert all(p.poll() is None for p in c.procs)
+        assert utils._own_running() >= 1
+        seen = utils.busy_elsewhere(samples=5, interval=0.01)
+        assert seen is not None and seen >= 2  # the two loops, at least
+    assert all(p.returncode is not None for p in c.procs)
+
+
+def test_default_threads_follow_the_rule(
+    monkeypatch: pytest.MonkeyPatch, keep_threads: None
+) -> None:
+    # (Searcher and Trainer call set_threads(config.threads); the search loop again per epoch)
+    monkeypatch.setattr(utils, "usable_cores", lambda: 2)
+    monkeypatch.setattr(utils, "busy_elsewhere", lambda: 1.0)
+    assert utils.set_threads(None) == 1 and torch.get_num_threads() == 1
+    monkeypatch.setattr(utils, "busy_elsewhere", lambda: 0.0)  # the load went away
+    assert utils.set_threads(None) == 2 and torch.get_num_threads() == 2
+    assert utils.set_threads(1) == 1 and torch.get_num_threads() == 1  # a count wins
+
+
+def test_cli_makes_idle_openmp_threads_sleep_unless_told_otherwise() -> None:
+    code = (
+        "import os, sys; from diffnas.cli import default_wait_policy; default_wait_policy(); "
+        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = os.pathsep.join(["src", env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.split() == ["PASSIVE", "False"], run.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.split() == ["ACTIVE", "False"], run.stderr

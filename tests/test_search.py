@@ -61,7 +61,9 @@ def test_nb201_search_writes_a_complete_run(tmp_path) -> None:
 
 
 def test_darts_space_search_second_order(tmp_path) -> None:
-    cfg = tiny_config("darts", epochs=1, **{"search.updater": "second_order"})
+    cfg = tiny_config(
+        "darts", epochs=1, **{"search.updater": "second_order", "data.subset": "0.15"}
+    )
     result = diffnas.search(cfg, out=tmp_path / "run")
     assert {c.type for c in result.genotype.cells} == {"normal", "reduce"}
     assert all(len(c.edges) == 8 for c in result.genotype.cells)
@@ -84,7 +86,8 @@ def test_resume_after_kill_at_epoch_end_gives_identical_alpha(tmp_path) -> None:
 
 
 def test_resume_after_kill_mid_epoch_gives_identical_alpha(tmp_path) -> None:
-    cfg = tiny_config("darts", epochs=2, **{"checkpoint.every_steps": 2})
+    # one epoch of 8 steps: killed after step 5, the resumed run takes the last 3
+    cfg = tiny_config("darts", epochs=1, **{"checkpoint.every_steps": 2})
     diffnas.search(cfg, out=tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
         diffnas.search(cfg, out=tmp_path / "b", callbacks=[Kill(after_step=5)])

@@ -42,7 +42,7 @@ from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, 
 from diffnas.run import RESUME_MAY_CHANGE_SEARCH, RunDir
 from diffnas.spaces import Space, get_space
 from diffnas.spaces.genotype import Genotype
-from diffnas.supernet.aux_skip import aux_beta, set_aux_beta
+from diffnas.supernet.aux_skip import AuxSkip
 from diffnas.supernet.base import Architecture
 from diffnas.supernet.mixed import MixWeights
 from diffnas.utils import cosine_lr
@@ -115,8 +115,7 @@ class Searcher(Loop):
         self.model = self.space.build_supernet(
             config.supernet, ds.in_channels, ds.num_classes, ds.input_size
         ).to(self.device)
-        if config.supernet.aux_skip:  # refuses a supernet without search cells
-            set_aux_beta(self.model, aux_beta(config.supernet, 0, s.epochs))
+        self.aux_skip = AuxSkip(self.model, config.supernet, s.epochs)  # DARTS-'s β
         # search.compile: the cells compiled (supernet/compiled.py); timed at the first step
         self.compile_note: str | None = None
         if s.compile != "off":
@@ -319,8 +318,7 @@ class Searcher(Loop):
     def begin_epoch(self, epoch: int) -> None:
         for g in self.w_opt.param_groups:
             g["lr"] = self.lr_at(epoch)
-        if self.config.supernet.aux_skip:  # DARTS-'s β, set once per epoch as its code
-            set_aux_beta(self.model, aux_beta(self.config.supernet, epoch, self.epochs))
+        self.aux_skip.begin_epoch(epoch)
 
     def batches(self, epoch: int, start: int) -> Iterable[Batch]:
         return self.data.train.epoch(epoch, start=start)
@@ -343,8 +341,7 @@ class Searcher(Loop):
     def _epoch_metrics(self, epoch: int) -> dict[str, Any]:
         m: dict[str, Any] = {"epoch": epoch, **self.meters.summary()}
         m["lr"] = self.w_lr
-        if self.config.supernet.aux_skip:
-            m["aux_beta"] = aux_beta(self.config.supernet, epoch, self.epochs)
+        m.update(self.aux_skip.metrics(epoch))
         m["arch_steps"] = self.epoch_arch_steps
         m["time_s"] = round(self.elapsed_s, 3)
         if self.config.search.precision != "fp32":  # the precision `auto` chose, on record

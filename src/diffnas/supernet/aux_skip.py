@@ -48,3 +48,22 @@ def set_aux_beta(model: nn.Module, beta: float) -> None:
         )
     for dag in dags:
         dag.aux_beta = beta
+
+
+class AuxSkip:
+    """The search's handle on the auxiliary skips: β set at each epoch's start, logged.
+
+    Built for every search; without `supernet.aux_skip` it does nothing and logs nothing,
+    so the loop calls it unconditionally."""
+
+    def __init__(self, model: nn.Module, net: SupernetConfig, epochs: int) -> None:
+        self.model, self.net, self.epochs = model, net, epochs
+        if net.aux_skip:  # refuses a supernet without search cells
+            set_aux_beta(model, aux_beta(net, 0, epochs))
+
+    def begin_epoch(self, epoch: int) -> None:
+        if self.net.aux_skip:  # DARTS-'s β, set once per epoch as its code
+            set_aux_beta(self.model, aux_beta(self.net, epoch, self.epochs))
+
+    def metrics(self, epoch: int) -> dict[str, float]:
+        return {"aux_beta": aux_beta(self.net, epoch, self.epochs)} if self.net.aux_skip else {}

@@ -256,6 +256,8 @@ def test_bench_quality_cli_writes_table_csv_and_plot(tmp_path, tiny_protocol) ->
     md = (out / "quality.md").read_text()
     assert "| darts | 1/1 |" in md and "| gdas | 1 | done | 1/1 |" in md
     assert (out / "quality.png").stat().st_size > 1000
+    assert (out / "anytime.png").stat().st_size > 1000
+    assert "| method | 5 min | 15 min | 30 min | 60 min |" in md
     # a second call finds everything finished and only rebuilds the outputs
     assert main([*args[:-2], "--jobs", "1"]) == 0
 
@@ -320,3 +322,44 @@ def test_a_run_on_a_node_without_the_output_is_sent_back(tmp_path, tiny_protocol
     _unpack(rec.pop("files"), job.run_dir)
     row = read_row(job.run_dir, "darts", 0)
     assert row.status == "done" and row.epochs_done == 1 and row.cell
+
+
+# --------------------------------------------------------------------------- anytime
+def _row(status, curve, times, final=None, seed=0, method="m"):
+    from diffnas.bench.quality import Row
+
+    return Row(
+        method,
+        seed,
+        status,
+        len(curve),
+        10,
+        None,
+        times[-1] if times else None,
+        "",
+        final,
+        None,
+        curve,
+        None,
+        times,
+    )
+
+
+def test_anytime_takes_the_cell_derived_by_the_end_of_each_budget() -> None:
+    from diffnas.bench.quality import anytime, anytime_at, anytime_markdown
+
+    # epochs end at 4, 9, 14 minutes; the finished search's final cell scores 93.0
+    done = _row("done", [90.0, 92.0, 91.0], [240.0, 540.0, 840.0], final=93.0)
+    assert anytime_at(done, 3) is None  # no epoch had ended
+    assert anytime_at(done, 4) == 90.0  # an epoch ending exactly at the budget counts
+    assert anytime_at(done, 10) == 92.0
+    assert anytime_at(done, 15) == 93.0  # finished within the budget: its final cell
+    # a run killed at 9 minutes says nothing about 15, but knows 5
+    killed = _row("partial", [80.0, 85.0], [240.0, 540.0], seed=1)
+    assert anytime_at(killed, 5) == 80.0 and anytime_at(killed, 15) is None
+    points = {p.minutes: p for p in anytime([done, killed], (5, 15))}
+    assert points[5].mean == pytest.approx(85.0) and points[5].runs == 2
+    assert (points[5].best, points[5].worst) == (90.0, 80.0)
+    assert points[15].mean == 93.0 and points[15].runs == 1
+    md = anytime_markdown([done, killed], (5, 15))
+    assert "| m | 85.00 (90.00 / 80.00, 2) | 93.00 (93.00 / 93.00, 1) |" in md

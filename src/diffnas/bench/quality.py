@@ -432,6 +432,7 @@ class Row:
     param_free_share: float | None
     curve: list[float | None]
     none_edges: int | None = None  # edges of the derived cell that compute nothing
+    times: list[float | None] = field(default_factory=list)  # search-loop seconds per epoch end
 
     def csv(self) -> dict[str, Any]:
         return {
@@ -508,6 +509,7 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
         param_free_share=_param_free(genotype, last.get("param_free_share")),
         curve=[r.get("lookup_acc") for r in records],
         none_edges=_none_edges(genotype),
+        times=[r.get("time_s") for r in records],
     )
 
 
@@ -658,6 +660,128 @@ def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
     os.replace(tmp, path)
 
 
+# =========================================================================== anytime
+DEFAULT_MINUTES = (5.0, 15.0, 30.0, 60.0)
+
+
+def anytime_at(row: Row, minutes: float) -> float | None:
+    """The lookup accuracy of the cell `row`'s search would have given had it been stopped
+    after `minutes` of search loop: the cell derived at the end of the last epoch finished by
+    then (`time_s` of metrics.jsonl, cumulative over resumes). A finished search that took
+    less gives its final cell; None when no epoch had ended by then, or the run stopped
+    before `minutes` without finishing (it cannot say what it would have found)."""
+    limit = minutes * 60.0
+    ended = [(acc, t) for acc, t in zip(row.curve, row.times) if t is not None and t <= limit]
+    if not ended:
+        return None
+    if len(ended) == len(row.times):  # every recorded epoch ended within the budget
+        return row.lookup_acc if row.status == "done" else None
+    return ended[-1][0]
+
+
+@dataclass
+class AnytimePoint:
+    method: str
+    minutes: float
+    runs: int  # runs with a value at this budget
+    mean: float | None
+    best: float | None
+    worst: float | None
+
+
+def anytime(rows: Sequence[Row], minutes: Sequence[float] = DEFAULT_MINUTES) -> list[AnytimePoint]:
+    """Per method and budget: mean, best and worst over seeds of `anytime_at`."""
+    out = []
+    for method in dict.fromkeys(r.method for r in rows):
+        mine = [r for r in rows if r.method == method]
+        for m in minutes:
+            vals = [float(v) for r in mine if (v := anytime_at(r, m)) is not None]
+            out.append(
+                AnytimePoint(
+                    method,
+                    m,
+                    len(vals),
+                    statistics.fmean(vals) if vals else None,
+                    max(vals) if vals else None,
+                    min(vals) if vals else None,
+                )
+            )
+    return out
+
+
+def anytime_markdown(rows: Sequence[Row], minutes: Sequence[float] = DEFAULT_MINUTES) -> str:
+    """A table method × budget: mean (best/worst, runs) of the lookup accuracy."""
+    points = anytime(rows, minutes)
+    head = " | ".join(f"{m:g} min" for m in minutes)
+    buf = io.StringIO()
+    buf.write(
+        "Anytime: NB201 lookup accuracy (%) of the cell derived at the last epoch ended within "
+        "each budget of search-loop time, mean over seeds (best / worst, seeds with a value).\n\n"
+    )
+    buf.write(f"| method | {head} |\n|---|{'---|' * len(minutes)}\n")
+    for method in dict.fromkeys(p.method for p in points):
+        cells = []
+        for p in (p for p in points if p.method == method):
+            if p.mean is None:
+                cells.append("–")
+            else:
+                cells.append(f"{p.mean:.2f} ({p.best:.2f} / {p.worst:.2f}, {p.runs})")
+        buf.write(f"| {method} | {' | '.join(cells)} |\n")
+    return buf.getvalue()
+
+
+def plot_anytime(rows: Sequence[Row], path: Path, title: str = "") -> None:
+    """Lookup accuracy against search minutes: per seed the step curve of the cell derived
+    at each epoch's end (thin), per method the mean over seeds at each minute (thick)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    methods = list(dict.fromkeys(r.method for r in rows))
+    longest = max((t for r in rows for t in r.times if t is not None), default=60.0) / 60.0
+    grid = [longest * i / 200 for i in range(1, 201)]
+    for i, method in enumerate(methods):
+        color = f"C{i % 10}"
+        mine = [r for r in rows if r.method == method and r.times]
+        for r in mine:
+            pts = [
+                (t / 60.0, a) for a, t in zip(r.curve, r.times) if t is not None and a is not None
+            ]
+            if pts:
+                ax.step(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    where="post",
+                    color=color,
+                    alpha=0.3,
+                    lw=0.8,
+                )
+        if not mine:
+            continue
+        xs, ys = [], []
+        for m in grid:
+            vals = [float(v) for r in mine if (v := anytime_at(r, m)) is not None]
+            if len(vals) == len(mine):  # the mean only where every seed has a value
+                xs.append(m)
+                ys.append(statistics.fmean(vals))
+        ax.plot(xs, ys, color=color, lw=2.0, label=f"{method} ({len(mine)})")
+    ax.axhline(94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07")
+    ax.set_xlabel("search minutes (search loop, cumulative over resumes)")
+    ax.set_ylabel("NB201 lookup accuracy of the derived cell (%)")
+    ax.set_ylim(bottom=max(80.0, ax.get_ylim()[0]))
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
 def plot_available() -> bool:
     """quality.png needs matplotlib (the `report` extra); the table and CSV do not."""
     from importlib.util import find_spec
@@ -666,14 +790,23 @@ def plot_available() -> bool:
 
 
 def write_outputs(
-    out: Path, methods: Sequence[str], seeds: Sequence[int], title: str = ""
+    out: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    title: str = "",
+    minutes: Sequence[float] = DEFAULT_MINUTES,
 ) -> list[Row]:
-    """quality.md, quality.csv and quality.png in `out`, from the run directories."""
+    """quality.md (the table, then the anytime table), quality.csv, quality.png (accuracy over
+    epochs) and anytime.png (accuracy over search minutes) in `out`, from the run
+    directories."""
     from diffnas.utils import atomic_write_text
 
     rows = collect_rows(out, methods, seeds)
-    atomic_write_text(out / "quality.md", markdown(rows, title))
+    atomic_write_text(
+        out / "quality.md", markdown(rows, title) + "\n" + anytime_markdown(rows, minutes)
+    )
     write_csv(rows, out / "quality.csv")
     if plot_available():
         plot(rows, out / "quality.png", title)
+        plot_anytime(rows, out / "anytime.png", title)
     return rows

@@ -32,7 +32,9 @@ Search each method with each seed under one protocol (a config layered after the
 it fixes space size, data, resolution and epochs; the method keeps its own optimizer
 settings and parts), in parallel processes, and write OUT/quality.md, quality.csv (method,
 seed, wall time, derived cell, NB201 lookup accuracy, share of parameter-free ops) and
-quality.png (lookup accuracy over search epochs per method).
+quality.png (lookup accuracy over search epochs per method); quality.md also holds the
+anytime table (the cell each search had derived after 5, 15, 30, 60 minutes: --minutes) and
+anytime.png plots lookup accuracy against search minutes.
 
 Resumable: run the same command again; finished runs are skipped, killed runs resume from
 their checkpoints. --table-only rebuilds the outputs from what is on disk.
@@ -125,7 +127,7 @@ def run_speed(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- quality
 def _register_quality(sub: argparse._SubParsersAction) -> None:
-    from diffnas.bench.quality import DEFAULT_METHODS, DEFAULT_PROTOCOL
+    from diffnas.bench.quality import DEFAULT_METHODS, DEFAULT_MINUTES, DEFAULT_PROTOCOL
 
     q = sub.add_parser(
         "quality",
@@ -171,6 +173,15 @@ def _register_quality(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument(
         "--table-only", action="store_true", help="only rebuild the table and plot from OUT"
+    )
+    q.add_argument(
+        "--minutes",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_MINUTES),
+        metavar="M",
+        help="budgets of the anytime table: the cell each search had derived after M minutes "
+        "of search loop (default 5 15 30 60)",
     )
     q.add_argument(
         "--executor",
@@ -231,16 +242,22 @@ def run_quality(args: argparse.Namespace) -> int:
                     f"{rec.get('wall_s', 0):.0f} s",
                     highlight=False,
                 )
-                quality.write_outputs(out, labels, args.seeds, title)
+                quality.write_outputs(out, labels, args.seeds, title, args.minutes)
 
             quality.execute(bench, done, args.executor, args.ray_address)
-        rows = quality.write_outputs(out, labels, args.seeds, title)
+        rows = quality.write_outputs(out, labels, args.seeds, title, args.minutes)
     finally:
         if lock is not None:
             lock.release()
-    Console(soft_wrap=True).print(quality.markdown(rows, title), highlight=False)
+    Console(soft_wrap=True).print(
+        quality.markdown(rows, title) + "\n" + quality.anytime_markdown(rows, args.minutes),
+        highlight=False,
+    )
     if quality.plot_available():
-        console.print(f"wrote {out / 'quality.md'}, {out / 'quality.csv'}, {out / 'quality.png'}")
+        console.print(
+            f"wrote {out / 'quality.md'}, {out / 'quality.csv'}, {out / 'quality.png'}, "
+            f"{out / 'anytime.png'}"
+        )
     else:
         console.print(
             f"wrote {out / 'quality.md'}, {out / 'quality.csv'}; quality.png needs matplotlib: "

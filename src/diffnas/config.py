@@ -151,6 +151,12 @@ class SearchConfig:
     # compile_backend: a torch.compile backend (inductor; aot_eager/eager to check the path)
     compile: str = "off"
     compile_backend: str = "inductor"
+    # the steps' losses are checked for NaN/inf on the host after every this many steps, at
+    # each epoch's end and before each checkpoint; a non-finite one stops the run naming the
+    # exact step that made it. null: 1 on cpu (a host read costs nothing there), 50 on cuda
+    # (each read waits for the GPU's queued work; fewer reads let the host run ahead).
+    # Results do not depend on it: docs/engine.md#the-gpu-path-device-cuda
+    finite_check_every: int | None = None
     # architecture: Adam
     arch_lr: float = 3e-4
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
@@ -684,6 +690,7 @@ def check_values(config: Config) -> None:
             f"search.compile must be one of {', '.join(COMPILES)} (off: the default; cell: "
             f"torch.compile each search cell), got {s.compile!r}"
         )
+    _at_least(s.finite_check_every, 1, "search.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
     _at_least(s.warmup_epochs, 0, "search.warmup_epochs")
     if s.warmup_epochs and s.warmup_epochs >= s.epochs:
         raise ConfigError(

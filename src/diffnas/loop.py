@@ -9,11 +9,17 @@ resume, log and checkpoint the same way:
     fit():  callbacks.on_search_start
             per epoch:  begin_epoch(epoch)            (learning rates, drop-path, ...)
                         callbacks.on_epoch_start
-                        per step: before_step(); training_step(batch); callbacks.on_step_end
-                        end_epoch(epoch) -> metrics   (derivation, parts' metrics, tests)
+                        per step: before_step(); training_step(batch); [check_losses];
+                                  callbacks.on_step_end
+                        check_losses(); end_epoch(epoch) -> metrics   (derivation, parts'
+                                                                       metrics, tests)
                         epoch += 1; step = 0; reset_epoch()
                         callbacks.collect; history.append; callbacks.on_epoch_end
             callbacks.on_search_end                   (also when the run fails)
+
+`check_losses` reads the losses a step handed to `self.finite` (`diffnas.finite`): after
+every `finite.every`-th step, at each epoch's end, before every checkpoint (`state_dict`)
+and when the run fails; a non-finite one raises NumericalError naming its step.
 
 Also here: `Mean` (the one per-epoch averager: sums on the tensor's device, one host sync
 when the epoch's value is read), `Meters` (the loss/accuracy means of an epoch), `StepTimer`
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from diffnas.errors import CheckpointError, NumericalError
+from diffnas.finite import FiniteCheck, Watched
 from diffnas.utils import (
     resolve_device,
     rng_state,
@@ -204,6 +211,8 @@ class Loop(ABC):
         self.global_step = 0
         self.elapsed_s = 0.0
         self.meters = Meters()
+        # the losses steps hand to `watch_loss`; a loop that watches sets its `every`
+        self.finite = FiniteCheck()
         self.history: list[dict[str, Any]] = []
         self.callbacks: list[Callback] = list(callbacks or [])
 
@@ -264,6 +273,12 @@ class Loop(ABC):
         try:
             while self.epoch < self.epochs:
                 self.run_epoch()
+        except Exception as failure:
+            # a failure after a non-finite loss the check had not read yet (a part that
+            # chokes on NaN): the NumericalError that names the first one is the cause
+            if not isinstance(failure, NumericalError):
+                self.check_losses()
+            raise
         finally:
             for cb in self.callbacks:
                 cb.on_search_end(self)
@@ -282,8 +297,11 @@ class Loop(ABC):
             self.step += 1
             self.global_step += 1
             self.elapsed_s += timer.lap()
+            if self.finite.due(self.global_step):
+                self.check_losses()
             for cb in self.callbacks:
                 cb.on_step_end(self)
+        self.check_losses()
         metrics = self.end_epoch(epoch)
         # the epoch is complete: a checkpoint written now resumes at the next one
         self.epoch, self.step = epoch + 1, 0
@@ -295,11 +313,34 @@ class Loop(ABC):
             cb.on_epoch_end(self, metrics)
 
     # ------------------------------------------------------------------ failures
+    def watch_loss(self, loss: torch.Tensor, phase: str) -> None:
+        """Hand a loss of the step in progress to the finiteness check (no host read)."""
+        self.finite.watch(loss, Watched(phase, self.epoch, self.step, self.global_step))
+
+    def check_losses(self) -> None:
+        """Raise NumericalError if a loss watched so far was not finite (one host read of
+        the losses since the last check; nothing to read: no read)."""
+        bad = self.finite.first_bad()
+        if bad is not None:
+            lrs, fix, retry = self.nonfinite_advice()
+            self.numerical_error(bad.value, bad.where.phase, lrs, fix, retry, bad.where)
+
+    def nonfinite_advice(self) -> tuple[str, str, str]:
+        """(learning rates, fix, retry) of `numerical_error` for a loop that watches."""
+        raise NotImplementedError(f"{type(self).__name__} watches losses but gives no advice")
+
     def numerical_error(
-        self, loss: torch.Tensor, phase: str, lrs: str, fix: str, retry: str
+        self,
+        loss: torch.Tensor | float,
+        phase: str,
+        lrs: str,
+        fix: str,
+        retry: str,
+        at: Watched | None = None,
     ) -> None:
         """Raise NumericalError for a non-finite `loss`, saying how to continue: `fix` what
-        to change, `retry` the `--set` of a resume that changes it."""
+        to change, `retry` the `--set` of a resume that changes it. `at`: where the loss was
+        computed (None: in the step in progress); a check that found it later says so."""
         if self.run is not None and self.run.checkpoint_path.exists():
             command = "search" if self.kind == "search" else "train"
             where = (
@@ -314,13 +355,24 @@ class Loop(ABC):
             )
         else:
             where = f" {fix}."
+        value = loss.item() if isinstance(loss, torch.Tensor) else loss
+        epoch, step = (self.epoch, self.step) if at is None else (at.epoch, at.step)
+        late = ""
+        if at is not None and self.global_step > at.global_step + 1:
+            later = self.global_step - at.global_step - 1
+            late = (
+                f"; found {later} step{'s' if later > 1 else ''} later: the losses are "
+                f"checked every {self.finite.every} steps (search.finite_check_every) and "
+                f"before each checkpoint"
+            )
         raise NumericalError(
-            f"the {phase} loss became {loss.item()} at epoch {self.epoch + 1}, step "
-            f"{self.step + 1} ({lrs}).{where}"
+            f"the {phase} loss became {value} at epoch {epoch + 1}, step {step + 1} "
+            f"({lrs}{late}).{where}"
         )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        self.check_losses()  # no checkpoint of weights a non-finite loss has reached
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.config_dict(),

@@ -210,6 +210,7 @@ RESUME_MAY_CHANGE_SEARCH = (
     "search.w_lr_min",
     "search.arch_lr",
     "search.grad_clip",
+    "search.finite_check_every",  # when the losses are read on the host, not what they are
     "checkpoint",  # how often to checkpoint
     "log",  # what to print and record
 )

@@ -27,6 +27,7 @@ from diffnas.config import Config, from_dict, load_config, to_dict, validate
 from diffnas.data import CyclingStream, SearchData, search_data
 from diffnas.data.datasets import Dataset
 from diffnas.errors import CheckpointError
+from diffnas.finite import resolve_every
 from diffnas.loop import (
     CHECKPOINT_VERSION,
     Loop,
@@ -91,6 +92,8 @@ class Searcher(Loop):
         s = config.search
         distributed.init()  # under torchrun: join its group (and take this rank's GPU)
         super().__init__(run, callbacks, config.threads, config.device, config.seed, s.epochs)
+        # losses read on the host every this many steps (diffnas.finite; null: by device)
+        self.finite.every = resolve_every(s.finite_check_every, self.device)
         # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
         self.precision: Precision = resolve_precision(config.search.precision, self.device)
         self.space = space if space is not None else get_space(config.space)
@@ -141,6 +144,7 @@ class Searcher(Loop):
             weight_decay=s.arch_weight_decay,
         )
         self.val_stream = CyclingStream(self.data.val)
+        self._params: list[torch.nn.Parameter] | None = None  # `_weight_params`
         self.arch_steps = 0
         self.epoch_arch_steps = 0
         self.progress = 0.0
@@ -226,15 +230,18 @@ class Searcher(Loop):
         return ce + self.reg_loss(mix, ce), ce, logits
 
     def check_finite(self, loss: torch.Tensor, phase: str) -> None:
-        if not bool(torch.isfinite(loss)):
-            s = self.config.search
-            self.numerical_error(
-                loss,
-                phase,
-                f"weight lr {self.w_lr:.3g}, arch lr {s.arch_lr:.3g}",
-                "Lower search.w_lr or search.arch_lr and keep search.grad_clip > 0",
-                f"search.w_lr={s.w_lr / 2:g}` (or --set search.arch_lr=...)",
-            )
+        """Hand a loss of this step to the finiteness check: read on the host after every
+        `search.finite_check_every`-th step, at each epoch's end and before each checkpoint
+        (diffnas.finite); a non-finite one then raises NumericalError naming this step."""
+        self.watch_loss(loss, phase)
+
+    def nonfinite_advice(self) -> tuple[str, str, str]:
+        s = self.config.search
+        return (
+            f"weight lr {self.w_lr:.3g}, arch lr {s.arch_lr:.3g}",
+            "Lower search.w_lr or search.arch_lr and keep search.grad_clip > 0",
+            f"search.w_lr={s.w_lr / 2:g}` (or --set search.arch_lr=...)",
+        )
 
     # ------------------------------------------------------------------ the two steps
     def arch_step(self, train_batch: Batch, val_batch: Batch) -> None:
@@ -263,9 +270,9 @@ class Searcher(Loop):
         with self.autocast():
             loss.backward()  # with_alpha: α's gradient adds to the last architecture step's
         clip = self.config.search.grad_clip
-        params = list(self.model.parameters())
+        params = self._weight_params()
         if with_alpha:
-            params += [p for p in self.arch_parameters() if p.grad is not None]
+            params = params + [p for p in self.arch_parameters() if p.grad is not None]
         distributed.average_grads(params)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         self.w_opt.step()
@@ -273,6 +280,14 @@ class Searcher(Loop):
             float(norm) ** 2 if self.schedule.needs_grad_energy else None
         )
         self.meters.add("train", loss, logits, y)
+
+    def _weight_params(self) -> list[torch.nn.Parameter]:
+        """The supernet's parameters, listed once per epoch (`begin_epoch`): a part that
+        changes the model (DrNAS's widening, supernet/widen.py, keeps the parameters and
+        replaces their data) does so at an epoch's end."""
+        if self._params is None:
+            self._params = list(self.model.parameters())
+        return self._params
 
     def search_step(self, batch: Batch, warm: bool = False) -> None:
         """One step of the loop: the weight step on `batch` and, when the schedule says so
@@ -316,6 +331,7 @@ class Searcher(Loop):
         )
 
     def begin_epoch(self, epoch: int) -> None:
+        self._params = None  # listed again at the first step (`_weight_params`)
         for g in self.w_opt.param_groups:
             g["lr"] = self.lr_at(epoch)
         self.aux_skip.begin_epoch(epoch)

@@ -5,6 +5,7 @@ job's log, or with `--no-progress`)."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -24,13 +25,24 @@ if TYPE_CHECKING:
 
 
 class ProgressBar(Callback["Loop"]):
+    """The bar moves every `refresh_steps` steps; its loss and accuracy are read from the
+    meters at most every `stats_every_s` seconds: a read waits for the device's queued
+    work (a host sync on cuda), so the bar does not read in every step it draws."""
+
     name = "progress"
 
     def __init__(
-        self, console: Console | None = None, refresh_steps: int = 5, bar: bool | None = None
+        self,
+        console: Console | None = None,
+        refresh_steps: int = 5,
+        bar: bool | None = None,
+        stats_every_s: float = 2.0,
     ) -> None:
         self.console = console or Console(stderr=True)
         self.refresh_steps = refresh_steps
+        self.stats_every_s = stats_every_s
+        self._stats = ""
+        self._stats_at = -float("inf")  # time.monotonic() of the last read of the meters
         # the bar only where someone watches: stdout and the bar's console are terminals
         self.bar = (sys.stdout.isatty() and self.console.is_terminal) if bar is None else bar
         self.progress: Progress | None = None
@@ -68,13 +80,14 @@ class ProgressBar(Callback["Loop"]):
     def on_step_end(self, s: Loop) -> None:
         if self.progress is None or s.global_step % self.refresh_steps:
             return
-        m = s.meters.summary()
-        acc = m["train_acc"]
-        stats = f"loss {m['train_loss']:.3f}" + ("" if acc is None else f" acc {acc:.1f}%")
-        if m["val_acc"] is not None:
-            stats += f" | val {m['val_acc']:.1f}%"
+        now = time.monotonic()
+        if now - self._stats_at >= self.stats_every_s:
+            self._stats, self._stats_at = stats_text(s.meters.summary()), now
         self.progress.update(
-            self.task, completed=s.global_step, epoch=f"{s.epoch + 1}/{s.epochs}", stats=stats
+            self.task,
+            completed=s.global_step,
+            epoch=f"{s.epoch + 1}/{s.epochs}",
+            stats=self._stats,
         )
 
     def on_epoch_end(self, s: Loop, metrics: dict[str, Any]) -> None:
@@ -93,6 +106,18 @@ class ProgressBar(Callback["Loop"]):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def stats_text(m: dict[str, float | None]) -> str:
+    """`loss 1.234 acc 56.7% | val 54.3%` of the meters' summary."""
+    acc = m["train_acc"]
+    loss = m["train_loss"]
+    stats = ("loss -" if loss is None else f"loss {loss:.3f}") + (
+        "" if acc is None else f" acc {acc:.1f}%"
+    )
+    if m["val_acc"] is not None:
+        stats += f" | val {m['val_acc']:.1f}%"
+    return stats
 
 
 def epoch_line(metrics: dict[str, Any], epochs: int, epoch_s: float) -> str:

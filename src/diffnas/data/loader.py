@@ -65,7 +65,10 @@ class BatchStream:
         )
 
     def batch(self, order: torch.Tensor, epoch: int, step: int) -> Batch:
-        idx = order[step * self.batch_size : (step + 1) * self.batch_size].to(self.device)
+        # the indices are on the host: a non-blocking copy, so that the host does not wait for
+        # the device's queued work (a blocking copy to a CUDA device does)
+        idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+        idx = idx.to(self.device, non_blocking=True)
         x = self.images[idx]
         gen = torch.Generator().manual_seed(derived_seed(self.seed, epoch, step, 1))
         if self.augment is not None:

@@ -1,7 +1,9 @@
 """Batched tensor augmentation without torchvision: crop with padding, flip, cutout, normalize.
 
 Every function takes a whole batch and a torch.Generator, so a batch's augmentation is
-reproducible from (seed, epoch, step) and costs a few tensor ops, not a Python loop.
+reproducible from (seed, epoch, step) and costs a few tensor ops, not a Python loop. The
+random numbers are drawn on the host (the same on every device) and copied to the batch's
+device with `non_blocking=True`: a blocking copy to a CUDA device waits for its queued work.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
         return x
     b, _, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    off = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
+    off = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device, non_blocking=True)
     rows = off[0, :, None] + torch.arange(h, device=x.device)  # [B, H]
     cols = off[1, :, None] + torch.arange(w, device=x.device)  # [B, W]
     batch = torch.arange(b, device=x.device)[:, None, None]
@@ -28,7 +30,7 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Horizontal flip of each sample with probability 1/2."""
-    mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device, non_blocking=True)
     return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
@@ -37,8 +39,8 @@ def cutout(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     if size <= 0:
         return x
     b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b,), generator=gen).to(x.device)
-    cx = torch.randint(0, w, (b,), generator=gen).to(x.device)
+    cy = torch.randint(0, h, (b,), generator=gen).to(x.device, non_blocking=True)
+    cx = torch.randint(0, w, (b,), generator=gen).to(x.device, non_blocking=True)
     ys = torch.arange(h, device=x.device)[None, :]
     xs = torch.arange(w, device=x.device)[None, :]
     half = size // 2

@@ -28,11 +28,14 @@ TAU_SCHEDULES = ("epoch", "step")
 
 
 def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel samples shaped like `like`; redrawn until finite (as GDAS does)."""
-    while True:
-        g = -torch.empty_like(like).exponential_().log()
-        if bool(torch.isfinite(g).all()):
-            return g
+    """Standard Gumbel samples −log(E), E ~ Exp(1), shaped like `like`; always finite.
+
+    GDAS redraws the whole sample while one is infinite (E = 0); reading that on the host
+    would cost a device sync per draw. Here E = 0 becomes the smallest normal float instead
+    (G = 87.3 in float32): every other draw is bit-identical, and a zero draw is an event
+    of probability ~1e-38 per entry, far below anything a search can tell apart."""
+    e = torch.empty_like(like).exponential_()
+    return -e.clamp_min(torch.finfo(e.dtype).tiny).log()
 
 
 @RELAXATIONS.register("gumbel")
@@ -124,7 +127,19 @@ class Gumbel(Relaxation):
         return [[o] for o in weights.detach().argmax(dim=-1).tolist()]
 
     def mix(self, arch: Architecture) -> MixWeights:
-        mix = super().mix(arch)
+        """The sampled op weights; with `hard`, the sampled op of every edge of every cell
+        read on the host in one transfer (the host chooses which op's kernels to launch:
+        the one host read a GDAS step cannot avoid, once per weight and per α step)."""
+        if not self.params.hard:
+            return super().mix(arch)
+        ops = {key: self.weights(alpha, key) for key, alpha in arch.alpha.items()}
+        keys = list(ops)
+        chosen = torch.cat([ops[k].detach().argmax(dim=-1) for k in keys]).tolist()
+        active: dict[str, Active] = {}
+        for k in keys:
+            n = ops[k].shape[0]
+            active[k], chosen = [[o] for o in chosen[:n]], chosen[n:]
+        mix = MixWeights(ops, active, arch.edge_weights())
         # a sampled `none` outputs x·0 (XAutoDL's GDAS networks multiply the Zero op's output)
         mix.connect_none = self.params.hard
         if self.scalar_unsampled and self.params.hard:

@@ -42,7 +42,7 @@ class ProgressBar(Callback["Loop"]):
         self.refresh_steps = refresh_steps
         self.stats_every_s = stats_every_s
         self._stats = ""
-        self._stats_at = -float("inf")  # time.monotonic() of the last read of the meters
+        self._stats_at = 0.0  # time.monotonic() of the last read of the meters
         # the bar only where someone watches: stdout and the bar's console are terminals
         self.bar = (sys.stdout.isatty() and self.console.is_terminal) if bar is None else bar
         self.progress: Progress | None = None
@@ -51,6 +51,7 @@ class ProgressBar(Callback["Loop"]):
 
     def on_search_start(self, s: Loop) -> None:
         self.last_s = float(getattr(s, "elapsed_s", 0.0))
+        self._stats_at = time.monotonic()  # the first read after stats_every_s
         if s.epoch >= s.epochs:
             self._print(f"all {s.epochs} epochs are already done; nothing left to run")
             return

@@ -367,7 +367,7 @@ class Loop(ABC):
             )
         raise NumericalError(
             f"the {phase} loss became {value} at epoch {epoch + 1}, step {step + 1} "
-            f"({lrs}{late}).{where}"
+            f"({lrs}){late}.{where}"
         )
 
     # ------------------------------------------------------------------ checkpoints

@@ -9,10 +9,11 @@ resume, log and checkpoint the same way:
     fit():  callbacks.on_search_start
             per epoch:  begin_epoch(epoch)            (learning rates, drop-path, ...)
                         callbacks.on_epoch_start
-                        per step: before_step(); training_step(batch); [check_losses];
+                        per step: before_step(); training_step(batch);
+                                  check_losses() (every finite.every steps);
                                   callbacks.on_step_end
-                        check_losses(); end_epoch(epoch) -> metrics   (derivation, parts'
-                                                                       metrics, tests)
+                        check_losses()
+                        end_epoch(epoch) -> metrics   (derivation, parts' metrics, tests)
                         epoch += 1; step = 0; reset_epoch()
                         callbacks.collect; history.append; callbacks.on_epoch_end
             callbacks.on_search_end                   (also when the run fails)

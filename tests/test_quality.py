@@ -61,6 +61,26 @@ def test_protocol_sets_the_budget_and_keeps_each_methods_settings() -> None:
     assert gdas.search.relaxation.name == "gumbel" and gdas.search.epochs == 40
 
 
+def test_protocol_v3_deepens_the_supernet_and_scales_every_methods_schedule() -> None:
+    from diffnas.schedules.progressive import scale_stages
+
+    v3 = "protocols/nb201_cpu_v3"
+    beta = load_config(["beta_darts", v3])
+    assert (beta.space.name, beta.space.channels, beta.space.layers) == ("nb201", 8, 5)
+    assert beta.search.epochs == 10 and beta.data.subset == 0.3  # 50 * 0.2
+    assert load_config(["gdas", v3]).search.epochs == 50  # 250 * 0.2
+    pc = load_config(["pc_darts", v3]).search
+    assert (pc.epochs, pc.warmup_epochs) == (10, 3)  # 15 of 50 -> 3 of 10
+    drnas = load_config(["drnas_nb201", v3])
+    assert drnas.search.epochs == 20 and drnas.space.layers == 5  # 100 * 0.2
+    # its two stages of 50 with 10 warm-up epochs each become 10 + 10 with 2
+    assert scale_stages([50, 50], 10, 20) == ([10, 10], 2)
+    minus = load_config(["darts_minus", v3])
+    assert minus.space.name == "nb201" and minus.supernet.aux_skip and minus.search.epochs == 10
+    rs = load_config(["sdarts_rs", "examples/sdarts_nb201", v3])
+    assert rs.search.epochs == 20 and rs.search.regularizers[0].name == "sdarts_rs"
+
+
 def test_new_epochs_rescale_an_inherited_warmup_only() -> None:
     assert load_config(["pc_darts"], ["search.epochs=20"]).search.warmup_epochs == 6
     assert load_config(["pc_darts"], ["search.epochs=2"]).search.warmup_epochs == 1

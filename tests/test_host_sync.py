@@ -252,3 +252,19 @@ def test_finite_check_every_defaults_by_device_and_rejects_zero() -> None:
     assert resolve_every(7, torch.device("cuda")) == 7
     with pytest.raises(ConfigError, match=r"search.finite_check_every must be at least 1"):
         small("darts", every=0)
+
+
+def test_steps_called_outside_the_loop_neither_pile_up_losses_nor_hide_a_nan() -> None:
+    # the speed and estimate benches call weight_step directly: no loop check ever runs
+    from diffnas.loop import PENDING_CAP
+
+    s = Searcher(small("darts", every=1))
+    batch = s.val_stream.next()  # any batch of the data
+    for _ in range(3 * PENDING_CAP):
+        s.weight_step(batch)
+        assert s.finite.pending <= PENDING_CAP  # checked (and cleared) past the cap
+    with torch.no_grad():
+        next(iter(s.model.parameters())).fill_(float("nan"))
+    with pytest.raises(NumericalError, match="training loss became nan"):
+        for _ in range(PENDING_CAP + 1):
+            s.weight_step(batch)

@@ -60,6 +60,11 @@ C = TypeVar("C")
 
 
 # =========================================================================== measurement
+# losses kept per step of the check interval before `watch_loss` checks them itself (a
+# search step watches at most a few: training, validation; the loop checks every interval)
+PENDING_CAP = 8
+
+
 class Mean:
     """The mean of the values added since the last reset (e.g. one epoch's steps).
 
@@ -315,8 +320,14 @@ class Loop(ABC):
 
     # ------------------------------------------------------------------ failures
     def watch_loss(self, loss: torch.Tensor, phase: str) -> None:
-        """Hand a loss of the step in progress to the finiteness check (no host read)."""
+        """Hand a loss of the step in progress to the finiteness check (no host read).
+
+        Steps taken outside `run_epoch` (the speed and estimate benches call the steps
+        directly) never reach the loop's checks: past `PENDING_CAP` per check interval the
+        losses are checked here, so they neither pile up nor hide a non-finite loss."""
         self.finite.watch(loss, Watched(phase, self.epoch, self.step, self.global_step))
+        if self.finite.pending > PENDING_CAP * self.finite.every:
+            self.check_losses()
 
     def check_losses(self) -> None:
         """Raise NumericalError if a loss watched so far was not finite (one host read of

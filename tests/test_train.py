@@ -173,3 +173,31 @@ def test_search_and_train_runs_are_not_confused(tmp_path) -> None:
     assert result.genotype.space == "nb201"
     with pytest.raises(CheckpointError, match="is a training run.*diffnas train --resume"):
         diffnas.resume(tmp_path / "train")
+
+
+class PoisonAfter(Callback):
+    """NaN weights after global step `n`: the loss of step n + 1 is the first non-finite."""
+
+    name = "poison"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_step_end(self, s) -> None:
+        if s.global_step == self.n:
+            with torch.no_grad():
+                next(s.model.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.parametrize("every", [None, 3])
+def test_a_nan_training_loss_names_its_step_when_found_late(tmp_path, every) -> None:
+    from diffnas.errors import NumericalError
+
+    extra = {} if every is None else {"train.finite_check_every": every}
+    with pytest.raises(NumericalError) as info:
+        train("DARTS_V2", overrides=tiny_train(1, **extra), callbacks=[PoisonAfter(1)])
+    message = str(info.value)
+    assert "training loss became nan at epoch 1, step 2 " in message
+    assert "Lower train.lr" in message
+    late = "found 1 step later: the losses are checked every 3 steps (train.finite_check_every)"
+    assert (late in message) == (every == 3)  # cpu default: every step, found at once

@@ -219,6 +219,7 @@ class Loop(ABC):
         self.meters = Meters()
         # the losses steps hand to `watch_loss`; a loop that watches sets its `every`
         self.finite = FiniteCheck()
+        self.finite_key = f"{self.kind}.finite_check_every"  # the key that sets finite.every
         self.history: list[dict[str, Any]] = []
         self.callbacks: list[Callback] = list(callbacks or [])
 
@@ -374,7 +375,7 @@ class Loop(ABC):
             later = self.global_step - at.global_step - 1
             late = (
                 f"; found {later} step{'s' if later > 1 else ''} later: the losses are "
-                f"checked every {self.finite.every} steps (search.finite_check_every) and "
+                f"checked every {self.finite.every} steps ({self.finite_key}) and "
                 f"before each checkpoint"
             )
         raise NumericalError(

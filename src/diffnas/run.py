@@ -225,6 +225,7 @@ RESUME_MAY_CHANGE_TRAIN = (
     "train.lr_min",
     "train.grad_clip",
     "train.eval_every",
+    "train.finite_check_every",
     "checkpoint",
     "log",
 )

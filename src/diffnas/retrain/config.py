@@ -50,6 +50,10 @@ class TrainLoopConfig:
     # validation accuracy (on the held-out split, train.holdout > 0) every N epochs and after
     # the last; 0 = only after the last. The test split is never looked at during training.
     eval_every: int = 1
+    # the training losses are read on the host (checked finite) every this many steps, at
+    # each epoch's end and before each checkpoint; null: 1 on cpu (free there), 50 on cuda
+    # (a read drains the device's queue), as search.finite_check_every
+    finite_check_every: int | None = None
     # fraction of the (subset of the) training split held out as a validation split: the
     # network trains on the rest and is evaluated on it (val_acc) every eval_every epochs,
     # e.g. for the proxy training of the network-level search. 0 = off (the DARTS recipe
@@ -131,6 +135,11 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
     if t.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {t.epochs}")
+    if t.finite_check_every is not None and t.finite_check_every < 1:
+        raise ConfigError(
+            f"train.finite_check_every must be at least 1 (null: 1 on cpu, 50 on cuda), got "
+            f"{t.finite_check_every}"
+        )
     if t.eval_every < 0:
         raise ConfigError(
             f"train.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}"

@@ -22,6 +22,7 @@ from diffnas.config import from_dict, merge, parse_override, to_dict
 from diffnas.data import BatchStream, Dataset
 from diffnas.data.loader import augment_for, prepare_dataset
 from diffnas.errors import CheckpointError, ConfigError
+from diffnas.finite import resolve_every
 from diffnas.loop import (
     Loop,
     load_module,
@@ -150,6 +151,7 @@ class Trainer(Loop):
         self.has_auxiliary = has_auxiliary(self.model)
         self.has_drop_path = hasattr(self.model, "drop_path_prob")
         t = config.train
+        self.finite.every = resolve_every(t.finite_check_every, self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )
@@ -184,6 +186,14 @@ class Trainer(Loop):
             "std": [float(v) for v in self.std.flatten()],
         }
 
+    def nonfinite_advice(self) -> tuple[str, str, str]:
+        t = self.config.train
+        return (
+            f"lr {self.lr:.3g}",
+            "Lower train.lr and keep train.grad_clip > 0",
+            f"train.lr={t.lr / 2:g}`",
+        )
+
     # ------------------------------------------------------------------ steps
     def train_step(self, batch: Batch) -> None:
         x, y = batch
@@ -194,14 +204,7 @@ class Trainer(Loop):
         if aux is not None:
             aux_loss = F.cross_entropy(aux, y, label_smoothing=t.label_smoothing)
             loss = loss + self.config.model.auxiliary_weight * aux_loss
-        if not bool(torch.isfinite(loss)):
-            self.numerical_error(
-                loss,
-                "training",
-                f"lr {self.lr:.3g}",
-                "Lower train.lr and keep train.grad_clip > 0",
-                f"train.lr={t.lr / 2:g}`",
-            )
+        self.watch_loss(loss, "training")  # read on the host every finite.every steps
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = t.grad_clip

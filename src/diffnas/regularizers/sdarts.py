@@ -47,9 +47,9 @@ def simplex_clip(p: torch.Tensor) -> torch.Tensor:
     top = p.argmax(dim=-1, keepdim=True)
     q = p.clamp(0.0, 1.0)
     dead = q.sum(dim=-1, keepdim=True) == 0
-    if bool(dead.any()):
-        one_hot = torch.zeros_like(q).scatter_(-1, top, 1.0)
-        q = torch.where(dead, one_hot, q)
+    # no `if dead.any()`: that would read the device in every step; where() costs nothing
+    one_hot = torch.zeros_like(q).scatter_(-1, top, 1.0)
+    q = torch.where(dead, one_hot, q)
     return q / q.sum(dim=-1, keepdim=True)
 
 

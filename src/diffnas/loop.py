@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from diffnas.errors import CheckpointError, NumericalError
-from diffnas.finite import FiniteCheck, Watched
+from diffnas.finite import FiniteCheck, Watched, resolve_every
 from diffnas.utils import (
     resolve_device,
     rng_state,
@@ -204,6 +204,7 @@ class Loop(ABC):
         device: str,
         seed: int,
         epochs: int,
+        finite_check_every: int | None = None,
     ) -> None:
         self.run = run
         # threads: null = the cores not busy with other processes, checked again every epoch
@@ -217,8 +218,9 @@ class Loop(ABC):
         self.global_step = 0
         self.elapsed_s = 0.0
         self.meters = Meters()
-        # the losses steps hand to `watch_loss`; a loop that watches sets its `every`
-        self.finite = FiniteCheck()
+        # the losses steps hand to `watch_loss`, read on the host every `finite_check_every`
+        # steps (`<kind>.finite_check_every`; null: by device, diffnas.finite)
+        self.finite = FiniteCheck(resolve_every(finite_check_every, self.device))
         self.finite_key = f"{self.kind}.finite_check_every"  # the key that sets finite.every
         self.history: list[dict[str, Any]] = []
         self.callbacks: list[Callback] = list(callbacks or [])

@@ -27,7 +27,6 @@ from diffnas.config import Config, from_dict, load_config, to_dict, validate
 from diffnas.data import CyclingStream, SearchData, search_data
 from diffnas.data.datasets import Dataset
 from diffnas.errors import CheckpointError
-from diffnas.finite import resolve_every
 from diffnas.loop import (
     CHECKPOINT_VERSION,
     Loop,
@@ -91,9 +90,15 @@ class Searcher(Loop):
         self.config = config
         s = config.search
         distributed.init()  # under torchrun: join its group (and take this rank's GPU)
-        super().__init__(run, callbacks, config.threads, config.device, config.seed, s.epochs)
-        # losses read on the host every this many steps (diffnas.finite; null: by device)
-        self.finite.every = resolve_every(s.finite_check_every, self.device)
+        super().__init__(
+            run,
+            callbacks,
+            config.threads,
+            config.device,
+            config.seed,
+            s.epochs,
+            s.finite_check_every,
+        )
         # the arithmetic of the steps' forward passes (diffnas.precision); `auto` decided here
         self.precision: Precision = resolve_precision(config.search.precision, self.device)
         self.space = space if space is not None else get_space(config.space)

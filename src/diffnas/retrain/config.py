@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 
-from diffnas.config import AugmentConfig, CheckpointConfig, DataConfig, check_device, load_config
+from diffnas.config import (
+    AugmentConfig,
+    CheckpointConfig,
+    DataConfig,
+    _at_least,
+    check_device,
+    load_config,
+)
 from diffnas.errors import ConfigError
 
 NETWORKS = ("cifar", "imagenet")
@@ -135,11 +142,7 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
     if t.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {t.epochs}")
-    if t.finite_check_every is not None and t.finite_check_every < 1:
-        raise ConfigError(
-            f"train.finite_check_every must be at least 1 (null: 1 on cpu, 50 on cuda), got "
-            f"{t.finite_check_every}"
-        )
+    _at_least(t.finite_check_every, 1, "train.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
     if t.eval_every < 0:
         raise ConfigError(
             f"train.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}"

@@ -22,7 +22,6 @@ from diffnas.config import from_dict, merge, parse_override, to_dict
 from diffnas.data import BatchStream, Dataset
 from diffnas.data.loader import augment_for, prepare_dataset
 from diffnas.errors import CheckpointError, ConfigError
-from diffnas.finite import resolve_every
 from diffnas.loop import (
     Loop,
     load_module,
@@ -82,7 +81,13 @@ class Trainer(Loop):
         config = with_genotype_network(config, genotype)
         self.config = config
         super().__init__(
-            run, callbacks, config.threads, config.device, config.seed, config.train.epochs
+            run,
+            callbacks,
+            config.threads,
+            config.device,
+            config.seed,
+            config.train.epochs,
+            config.train.finite_check_every,
         )
         self.space = space_for(genotype)
         self.genotype = self.current_genotype = genotype
@@ -151,7 +156,6 @@ class Trainer(Loop):
         self.has_auxiliary = has_auxiliary(self.model)
         self.has_drop_path = hasattr(self.model, "drop_path_prob")
         t = config.train
-        self.finite.every = resolve_every(t.finite_check_every, self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )

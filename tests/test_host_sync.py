@@ -148,8 +148,25 @@ def step_reads(s: Searcher, count_checks: bool = False) -> tuple[Counter[str], i
                 "data.augment.cutout": "4",
             },
         ),
+        ("sdarts_rs", {}),
+        ("sdarts_adv", {}),
+        ("rdarts", {"space.cells": "NNN"}),
+        (
+            "rdarts",
+            {"space.cells": "NNN", "search.regularizers": '[{"name": "rdarts", "weight": "dual"}]'},
+        ),
     ],
-    ids=["first_order", "second_order", "beta_darts", "pc_darts", "augmented"],
+    ids=[
+        "first_order",
+        "second_order",
+        "beta_darts",
+        "pc_darts",
+        "augmented",
+        "sdarts_rs",
+        "sdarts_adv",
+        "rdarts_share",
+        "rdarts_dual",
+    ],
 )
 def test_search_steps_read_nothing_from_the_device(preset: str, extra: dict[str, str]) -> None:
     bar = ProgressBar(Console(file=io.StringIO()), refresh_steps=1, bar=True)

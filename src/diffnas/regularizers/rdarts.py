@@ -148,13 +148,15 @@ class RdartsReg(Regularizer):
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
-        self.lam = float(self.params.lam)  # dual/fixed; share recomputes it every step
+        # dual/fixed; share recomputes it every step. dual keeps it on the device once it has
+        # moved (a tensor: no read of Reg per step), a float until then
+        self.lam: float | torch.Tensor = float(self.params.lam)
         self.groups: list[list[str]] = []
         self.tables: dict[str, torch.Tensor] | None = None
         self.ref_tables: dict[str, torch.Tensor] = {}
         self.actual_tables: dict[str, torch.Tensor] = {}
         self._searcher: PartContext | None = None
-        self._last_reg = 0.0
+        self._last_reg: float | torch.Tensor = 0.0
         # the epoch's means of Reg, d, r and λ over its architecture steps
         self._means = {name: Mean() for name in ("reg", "d", "r", "lam")}
         self._sum_epoch = -1
@@ -210,19 +212,20 @@ class RdartsReg(Regularizer):
         """λ_t for this step (a constant: no gradient flows through it)."""
         if self.params.weight == "share":
             return (self.params.rho * ce / reg.clamp_min(self.params.min_reg)).detach()
-        return torch.tensor(self.lam, dtype=reg.dtype, device=reg.device)
+        return torch.as_tensor(self.lam, dtype=reg.dtype, device=reg.device)
 
     def loss(self, ctx: RegContext) -> torch.Tensor:
         t = self.terms(ctx.searcher, ctx.arch)
         lam = self.weight(ctx.ce.detach(), t.reg.detach())
-        self._last_reg = float(t.reg.detach())
+        self._last_reg = t.reg.detach()  # on the device: dual's λ update reads nothing
         self._accumulate(ctx.searcher.epoch, t, lam)
         return lam * t.reg
 
     def after_arch_step(self, arch: Any) -> None:
         if self.params.weight == "dual":
             p = self.params
-            self.lam = max(0.0, self.lam + p.eta * (self._last_reg - p.tau))
+            lam = self.lam + p.eta * (self._last_reg - p.tau)
+            self.lam = lam.clamp_min(0.0) if isinstance(lam, torch.Tensor) else max(0.0, lam)
 
     # ------------------------------------------------------------------ logging and state
     def _accumulate(self, epoch: int, t: RegTerms, lam: torch.Tensor) -> None:
@@ -250,7 +253,7 @@ class RdartsReg(Regularizer):
                 out["lambda" if name == "lam" else name] = mean.value()
         else:  # no architecture step this epoch (e.g. warm-up)
             out.update(dict.fromkeys(("reg", "d", "r"), None))
-            out["lambda"] = None if self.params.weight == "share" else self.lam
+            out["lambda"] = None if self.params.weight == "share" else float(self.lam)
         # expected parameters at each cell's own width, and at the common reference width
         out["cost"] = self.expected_costs(self.actual_tables)
         out["cost_ref"] = self.expected_costs(self.ref_tables)
@@ -258,8 +261,8 @@ class RdartsReg(Regularizer):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "lam": self.lam,
-            "last_reg": self._last_reg,
+            "lam": float(self.lam),
+            "last_reg": float(self._last_reg),
             "sums": {"n": float(self._means["reg"].n)}
             | {k: m.total() for k, m in self._means.items()},
             "sum_epoch": self._sum_epoch,

@@ -167,8 +167,10 @@ class AdversarialPGD(WeightPerturbation):
 
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
-        self._gain = 0.0  # training loss of the weights used minus that of the unperturbed
-        self._kept = True
+        # training loss of the weights used minus that of the unperturbed, and whether the
+        # attack's weights were used: device tensors after a step (read in metrics only)
+        self._gain: float | torch.Tensor = 0.0
+        self._kept: bool | torch.Tensor = True
 
     def _loss(self, s: PartContext, mix: MixWeights, ops: Weights, batch: Batch) -> torch.Tensor:
         return s.loss_fn(s.forward(batch[0], dataclasses.replace(mix, ops=ops)), batch[1])
@@ -184,7 +186,7 @@ class AdversarialPGD(WeightPerturbation):
         # data-parallel (diffnas.distributed): losses and gradients of the global batch, the
         # mean over the ranks, so every rank takes the same attack and the same decision
         with torch.no_grad():
-            before = float(distributed.mean(self._loss(s, mix, base, batch)))
+            before = distributed.mean(self._loss(s, mix, base, batch)).float()
         cur = base
         if p.random_start:
             cur = {
@@ -204,15 +206,20 @@ class AdversarialPGD(WeightPerturbation):
                 nxt[k] = self.project(base[k] + (w - base[k]).clamp(-eps, eps))
             cur = nxt
         with torch.no_grad():
-            after = float(distributed.mean(self._loss(s, mix, cur, batch)))
+            after = distributed.mean(self._loss(s, mix, cur, batch)).float()
         for k, b in s.model.named_buffers():
             b.copy_(saved[k])
-        self._kept = not (p.keep_if_better and before > after)
-        self._gain = after - before if self._kept else 0.0
-        return cur if self._kept else base
+        if not p.keep_if_better:
+            self._kept, self._gain = True, after - before
+            return cur
+        # decided on the device (where(), not `if`): the step reads nothing back
+        kept = before <= after
+        self._kept = kept
+        self._gain = torch.where(kept, after - before, torch.zeros_like(after))
+        return {k: torch.where(kept, cur[k], base[k]) for k in keys}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"gain": self._gain, "kept": self._kept}
+        return {"gain": float(self._gain), "kept": bool(self._kept)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._gain, self._kept = float(state["gain"]), bool(state["kept"])
@@ -221,6 +228,6 @@ class AdversarialPGD(WeightPerturbation):
         # the last weight step's attack: its loss increase and whether it was used
         return {
             **super().metrics(),
-            "gain": round(self._gain, 6),
-            "kept": self._kept,
+            "gain": round(float(self._gain), 6),
+            "kept": bool(self._kept),
         }

@@ -120,7 +120,7 @@ class DataConfig:
     cache_dir: str | None = None
 
 
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "bf16_weights", "auto")
 COMPILES = ("off", "cell")
 
 
@@ -143,8 +143,10 @@ class SearchConfig:
     grad_clip_alpha: bool = False
     # arithmetic of the search steps' forward passes: fp32 (default), bf16 (autocast of
     # convolutions and matmuls to bfloat16; weights, α, BN statistics and losses stay fp32)
-    # or auto (bf16 only where the device computes bf16 natively, else fp32; the run says
-    # which it chose). Speed only where the hardware has native bf16: docs/engine.md
+    # bf16_weights (bf16 for the weight step only, the architecture gradient in fp32: the
+    # bf16 alpha-gradient's cosine to fp32's is ~0.99) or auto (bf16_weights only where the
+    # device computes bf16 natively, else fp32; the run says which it chose). Speed only
+    # where the hardware has native bf16: docs/engine.md
     precision: str = "fp32"
     # torch.compile of the supernet: off (default) or cell (each search cell compiled once
     # per shape; the first steps include compiling, cached under data.cache_dir/inductor).
@@ -596,7 +598,8 @@ def _check_numbers(obj: Any, where: str = "") -> None:
         raise ConfigError(f"{where} = {obj} is out of range (at most {MAX_INT:.0e} in size)")
 
 
-def _at_least(value: float | None, low: float, where: str, hint: str = "") -> None:
+def at_least(value: float | None, low: float, where: str, hint: str = "") -> None:
+    """ConfigError naming `where` when `value` is set and below `low` (None: unset, fine)."""
     if value is not None and value < low:
         raise ConfigError(f"{where} must be at least {low}{hint}, got {value}")
 
@@ -614,10 +617,10 @@ def supernet_edges(sp: SpaceConfig) -> int:
 def check_values(config: Config) -> None:
     """Range checks of a search config that need no registry (each names key, value, fix)."""
     sp, net, d, s = config.space, config.supernet, config.data, config.search
-    _at_least(sp.channels, 1, "space.channels", " (initial channels C)")
-    _at_least(sp.layers, 1, "space.layers", " (cells; null = the space's default)")
-    _at_least(sp.nodes, 1, "space.nodes", " (intermediate nodes per cell)")
-    _at_least(sp.stem_multiplier, 1, "space.stem_multiplier")
+    at_least(sp.channels, 1, "space.channels", " (initial channels C)")
+    at_least(sp.layers, 1, "space.layers", " (cells; null = the space's default)")
+    at_least(sp.nodes, 1, "space.nodes", " (intermediate nodes per cell)")
+    at_least(sp.stem_multiplier, 1, "space.stem_multiplier")
     # even the supernet's Python objects (modules per cell, edge and op) would exhaust memory
     # beyond these; the memory check (dry-run, preflight) covers sizes within them
     for key, value, most, note in (
@@ -636,10 +639,10 @@ def check_values(config: Config) -> None:
             f"lower space.layers or space.nodes"
         )
     if config.threads is not None:
-        _at_least(config.threads, 1, "threads", " (null = the cores other processes leave free)")
+        at_least(config.threads, 1, "threads", " (null = the cores other processes leave free)")
     if not 0 <= config.seed < 2**63:
         raise ConfigError(f"seed must be in [0, 2^63), got {config.seed}")
-    _at_least(net.partial_channels, 1, "supernet.partial_channels", " (1 = off)")
+    at_least(net.partial_channels, 1, "supernet.partial_channels", " (1 = off)")
     k = net.partial_channels
     if k > 1 and (k > sp.channels or sp.channels % k):
         raise ConfigError(
@@ -649,10 +652,10 @@ def check_values(config: Config) -> None:
         )
     if net.aux_skip:
         check_aux_skip(net)
-    _at_least(d.batch_size, 1, "data.batch_size")
-    _at_least(d.resolution, 4, "data.resolution", " (null = native)")
-    _at_least(d.augment.crop_padding, 0, "data.augment.crop_padding")
-    _at_least(d.augment.cutout, 0, "data.augment.cutout")
+    at_least(d.batch_size, 1, "data.batch_size")
+    at_least(d.resolution, 4, "data.resolution", " (null = native)")
+    at_least(d.augment.crop_padding, 0, "data.augment.crop_padding")
+    at_least(d.augment.cutout, 0, "data.augment.cutout")
     if d.train_portion is not None and not 0.0 < d.train_portion < 1.0:
         raise ConfigError(
             f"data.train_portion must be between 0 and 1 (exclusive), got {d.train_portion}"
@@ -663,12 +666,12 @@ def check_values(config: Config) -> None:
         raise ConfigError(f"search.epochs must be in 1..{MAX_EPOCHS}, got {s.epochs}")
     if s.w_lr <= 0:
         raise ConfigError(f"search.w_lr must be > 0 (the weights' SGD step), got {s.w_lr}")
-    _at_least(s.w_lr_min, 0.0, "search.w_lr_min")
+    at_least(s.w_lr_min, 0.0, "search.w_lr_min")
     if not 0.0 <= s.w_momentum < 1.0:
         raise ConfigError(f"search.w_momentum must be in [0, 1), got {s.w_momentum}")
-    _at_least(s.w_weight_decay, 0.0, "search.w_weight_decay")
-    _at_least(s.arch_weight_decay, 0.0, "search.arch_weight_decay")
-    _at_least(s.grad_clip, 0.0, "search.grad_clip", " (0 = no clipping)")
+    at_least(s.w_weight_decay, 0.0, "search.w_weight_decay")
+    at_least(s.arch_weight_decay, 0.0, "search.arch_weight_decay")
+    at_least(s.grad_clip, 0.0, "search.grad_clip", " (0 = no clipping)")
     if not 0.0 <= s.arch_lr <= MAX_ARCH_LR:
         raise ConfigError(
             f"search.arch_lr must be in [0, {MAX_ARCH_LR:g}] (Adam moves each α by about "
@@ -682,7 +685,8 @@ def check_values(config: Config) -> None:
     if s.precision not in PRECISIONS:
         raise ConfigError(
             f"search.precision must be one of {', '.join(PRECISIONS)} (fp32: the default; bf16: "
-            f"bfloat16 autocast of the search steps; auto: bf16 where native), got "
+            f"bfloat16 autocast of the search steps; bf16_weights: of the weight step only, the "
+            f"architecture gradient in float32; auto: bf16_weights where native), got "
             f"{s.precision!r}"
         )
     if s.compile not in COMPILES:
@@ -690,16 +694,16 @@ def check_values(config: Config) -> None:
             f"search.compile must be one of {', '.join(COMPILES)} (off: the default; cell: "
             f"torch.compile each search cell), got {s.compile!r}"
         )
-    _at_least(s.finite_check_every, 1, "search.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
-    _at_least(s.warmup_epochs, 0, "search.warmup_epochs")
+    at_least(s.finite_check_every, 1, "search.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
+    at_least(s.warmup_epochs, 0, "search.warmup_epochs")
     if s.warmup_epochs and s.warmup_epochs >= s.epochs:
         raise ConfigError(
             f"search.warmup_epochs={s.warmup_epochs} leaves no epoch of the "
             f"{s.epochs} (search.epochs) for architecture steps; set search.warmup_epochs "
             f"below {s.epochs}"
         )
-    _at_least(config.checkpoint.every_s, 0.0, "checkpoint.every_s")
-    _at_least(config.checkpoint.every_steps, 0, "checkpoint.every_steps", " (0 = off)")
+    at_least(config.checkpoint.every_s, 0.0, "checkpoint.every_s")
+    at_least(config.checkpoint.every_steps, 0, "checkpoint.every_steps", " (0 = off)")
     check_device(config.device)
 
 
@@ -712,8 +716,8 @@ def check_aux_skip(net: SupernetConfig) -> None:
             f"supernet.aux_skip_decay must be one of {', '.join(AUX_SKIP_DECAYS)} (DARTS-: "
             f"linear), got {net.aux_skip_decay!r}"
         )
-    _at_least(net.aux_skip_beta, 0.0, "supernet.aux_skip_beta", " (DARTS-: 1)")
-    _at_least(net.aux_skip_epochs, 1, "supernet.aux_skip_epochs", " (null = search.epochs)")
+    at_least(net.aux_skip_beta, 0.0, "supernet.aux_skip_beta", " (DARTS-: 1)")
+    at_least(net.aux_skip_epochs, 1, "supernet.aux_skip_epochs", " (null = search.epochs)")
 
 
 def validate(config: Config) -> None:

@@ -14,7 +14,7 @@ from diffnas.config import (
     AugmentConfig,
     CheckpointConfig,
     DataConfig,
-    _at_least,
+    at_least,
     check_device,
     load_config,
 )
@@ -142,7 +142,7 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
     if t.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {t.epochs}")
-    _at_least(t.finite_check_every, 1, "train.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
+    at_least(t.finite_check_every, 1, "train.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
     if t.eval_every < 0:
         raise ConfigError(
             f"train.eval_every must be >= 0 (0 = only at the end), got {t.eval_every}"

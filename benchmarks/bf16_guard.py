@@ -1,20 +1,25 @@
-"""bf16 guard: how far `search.precision=bf16` moves the search from float32.
+"""bf16 guard: how far `search.precision=bf16` (or bf16_weights) moves the search from float32.
 
 Two measurements on a short real search (digits by default, nb201 supernet):
 
 1. α-gradient cosine: along the float32 search's own trajectory, before each architecture
-   step, the α-gradient is computed on the same weights and batches in float32 and in bf16;
-   their cosine is recorded, then the float32 step is taken (so the two never diverge).
-2. derived cells: whole searches in fp32 and in bf16 for each seed; the derived cells are
-   compared.
+   step, the α-gradient is computed on the same weights and batches in float32 and in the
+   precision under test (`Searcher.arch_grads`, the path a search takes); their cosine is
+   recorded, then the float32 step is taken (so the two never diverge).
+2. derived cells: whole searches in fp32 and in that precision for each seed; the derived
+   cells are compared.
 
     PYTHONPATH=src python benchmarks/bf16_guard.py --steps 20 --seeds 0 1 2 --epochs 2
+    # under a quality protocol (its data, space and epochs; the flags above are ignored):
+    PYTHONPATH=src python benchmarks/bf16_guard.py --precision bf16_weights \
+        --protocol protocols/nb201_cpu --set data.root=DIR/cifar10-jpeg.tar.gz
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 
@@ -23,7 +28,20 @@ from diffnas.precision import Precision
 from diffnas.search import Searcher
 
 
+def configs(args: argparse.Namespace) -> list[str]:
+    return [args.method, *([args.protocol] if args.protocol else [])]
+
+
 def config(args: argparse.Namespace, seed: int, precision: str) -> list[str]:
+    common = [
+        f"search.precision={precision}",
+        f"seed={seed}",
+        "log.progress=false",
+        "log.lookup=false",
+        f"threads={args.threads}",
+    ]
+    if args.protocol:
+        return [*common, *args.set]
     return [
         f"space.name={args.space}",
         f"space.channels={args.channels}",
@@ -43,16 +61,16 @@ def config(args: argparse.Namespace, seed: int, precision: str) -> list[str]:
 
 
 def alpha_cosines(args: argparse.Namespace) -> list[float]:
-    s = Searcher(load_config([args.method], config(args, 0, "fp32")))
+    s = Searcher(load_config(configs(args), config(args, 0, "fp32")))
     batches = (b for epoch in range(10**6) for b in s.data.train.epoch(epoch))
     out: list[float] = []
     for _, train in zip(range(args.steps), batches):
         val = s.val_stream.next()
         grads = {}
-        for name in ("bf16", "fp32"):  # fp32 last: its gradient is the one the step takes
+        for name in (args.precision, "fp32"):  # fp32 last: its gradient is the step's
             s.precision = Precision(name, "guard")
             s.a_opt.zero_grad(set_to_none=True)
-            s.updater.arch_grads(s, train, val)
+            s.arch_grads(train, val)
             grads[name] = torch.cat([p.grad.flatten() for p in s.arch_parameters()])
         out.append(float(torch.nn.functional.cosine_similarity(*grads.values(), dim=0)))
         s.a_opt.step()
@@ -63,7 +81,7 @@ def alpha_cosines(args: argparse.Namespace) -> list[float]:
 
 def derived(args: argparse.Namespace, seed: int, precision: str) -> tuple[list[str], list[float]]:
     """The derived cell's ops (edge by edge, nb201) and each edge's top-2 probability gap."""
-    s = Searcher(load_config([args.method], config(args, seed, precision)))
+    s = Searcher(load_config(configs(args), config(args, seed, precision)))
     cells = s.run_search().genotype.cells
     ops = [e.op for c in cells for e in c.edges]
     gaps = []
@@ -88,19 +106,26 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", action="append", default=[], help="extra config override")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "bf16_weights"])
+    p.add_argument("--protocol", help="a quality protocol config, e.g. protocols/nb201_cpu")
     args = p.parse_args()
     cos = alpha_cosines(args)
     print(
-        f"α-gradient cosine bf16 vs fp32 over {len(cos)} steps: mean {statistics.mean(cos):.5f}, "
+        f"α-gradient cosine {args.precision} vs fp32 over {len(cos)} steps: mean {statistics.mean(cos):.5f}, "
         f"min {min(cos):.5f}, max {max(cos):.5f}"
     )
     for seed in args.seeds:
-        (a, gaps), (b, _) = derived(args, seed, "fp32"), derived(args, seed, "bf16")
+        t0 = time.perf_counter()
+        a, gaps = derived(args, seed, "fp32")
+        t1 = time.perf_counter()
+        b, _ = derived(args, seed, args.precision)
+        t2 = time.perf_counter()
+        print(f"seed {seed}: search fp32 {t1 - t0:.0f} s, {args.precision} {t2 - t1:.0f} s")
         print(f"seed {seed}: derived cells {'equal' if a == b else 'DIFFER'}")
         for i, (x, y) in enumerate(zip(a, b)):
             gap = f", fp32 top-2 probability gap {gaps[i]:.4f}" if len(gaps) == len(a) else ""
             if x != y:
-                print(f"  edge {i}: fp32 {x}, bf16 {y}{gap}")
+                print(f"  edge {i}: fp32 {x}, {args.precision} {y}{gap}")
         if len(gaps) == len(a):
             same = [g for g, x, y in zip(gaps, a, b) if x == y]
             print(f"  gaps on the edges that agree: min {min(same, default=float('nan')):.4f}")

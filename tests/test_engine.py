@@ -184,8 +184,8 @@ def test_bench_speed_prints_every_measure() -> None:
     text = "\n".join(lines)
     for needed in ("CPU:", "matmul rate", "GFLOP/step", "% matmul", "peak RSS", "speedup"):
         assert needed in text
-    assert [r.impl for r in rows] == ["plain", "engine", "bf16"]
-    assert "bf16 engine" in text and "the fp32 engine's speed" in text
+    assert [r.impl for r in rows] == ["plain", "engine", "bf16", "bf16w"]
+    assert "bf16 engine" in text and "bf16w engine" in text and "the fp32 engine's speed" in text
     assert rows[0].flops > 0 and all(r.step_s > 0 and r.peak_rss_mb > 0 for r in rows)
 
 

@@ -51,6 +51,32 @@ def test_bf16_alpha_gradient_close_to_fp32_and_masters_stay_fp32() -> None:
     assert tensors and all(t.dtype == torch.float32 for t in tensors)
 
 
+def test_bf16_weights_takes_the_alpha_gradient_in_fp32_and_the_weight_pass_in_bf16() -> None:
+    """search.precision=bf16_weights: the architecture gradient is float32's, bit for bit
+    (the reference: the same Searcher in fp32 on the same weights and batches), while the
+    weight step's forward pass runs in bfloat16 (its logits differ from float32's by
+    rounding, and only by rounding)."""
+    s = Searcher(tiny_config("nb201", epochs=1))
+    it = s.data.train.epoch(0)
+    train, val = next(it), s.val_stream.next()
+    grads = {}
+    for name in ("fp32", "bf16_weights", "bf16"):
+        s.precision = Precision(name, "test")
+        s.a_opt.zero_grad(set_to_none=True)
+        s.arch_grads(train, val)
+        grads[name] = torch.cat([p.grad.flatten() for p in s.arch_parameters()])
+    assert torch.equal(grads["bf16_weights"], grads["fp32"])
+    assert not torch.equal(grads["bf16"], grads["fp32"])  # bf16 would have changed it
+    mix = s.relaxation.mix(s.arch)
+    with torch.no_grad():
+        s.precision = Precision("fp32", "test")
+        ref = s.forward(train[0], mix)
+        s.precision = Precision("bf16_weights", "test")
+        out = s.forward(train[0], mix)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)
+    assert torch.allclose(out, ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
+
+
 def test_bf16_run_checkpoints_and_resumes(tmp_path, capsys) -> None:
     """A bf16 run killed after its first epoch resumes to the unbroken run's α."""
     from diffnas.callbacks.base import Callback
@@ -75,7 +101,7 @@ def test_bf16_run_checkpoints_and_resumes(tmp_path, capsys) -> None:
 
 
 def test_precision_setting_checked_and_auto_follows_the_cpu() -> None:
-    with pytest.raises(ConfigError, match="search.precision must be one of fp32, bf16, auto"):
+    with pytest.raises(ConfigError, match="search.precision must be one of fp32, bf16, bf16_weights, auto"):
         load_config(["darts"], ["search.precision=fp16"])
     assert load_config(["darts"], []).search.precision == "fp32"
     cpu = torch.device("cpu")
@@ -87,4 +113,4 @@ def test_precision_setting_checked_and_auto_follows_the_cpu() -> None:
         pytest.skip("no /proc/cpuinfo")
     assert native == ("avx512_bf16" in flags or "amx_bf16" in flags)
     chosen = resolve_precision("auto", cpu)
-    assert chosen.name == ("bf16" if native else "fp32") and "auto" in chosen.reason
+    assert chosen.name == ("bf16_weights" if native else "fp32") and "auto" in chosen.reason

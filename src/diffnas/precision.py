@@ -3,8 +3,11 @@
 `fp32` computes everything in float32. `bf16` runs the forward passes of the search steps
 under `torch.autocast(dtype=torch.bfloat16)`: convolutions and matmuls in bfloat16, while
 the weights, α, the batch-norm running statistics, the optimizers and the losses stay
-float32 (the logits are cast back before the loss). `auto` picks bf16 only where the
-device computes bfloat16 natively, and fp32 elsewhere.
+float32 (the logits are cast back before the loss). `bf16_weights` does so for the weight
+step only and computes the architecture gradient in float32: an α-gradient is a difference
+of nearly equal terms (op outputs against their mixture), which bfloat16's 8 mantissa bits
+blur (cosine to float32 ~0.99), while the weight step is ordinary supernet training. `auto`
+picks `bf16_weights` only where the device computes bfloat16 natively, and fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -18,14 +21,21 @@ import torch
 
 @dataclass(frozen=True)
 class Precision:
-    """The precision a run computes in (`name`: fp32 or bf16) and why it was chosen."""
+    """The precision a run computes in (`name`: fp32, bf16 or bf16_weights) and why."""
 
     name: str
     reason: str
 
     @property
     def bf16(self) -> bool:
-        return self.name == "bf16"
+        """Whether the passes run under bfloat16 autocast (the architecture step's too
+        unless `arch_fp32`)."""
+        return self.name in ("bf16", "bf16_weights")
+
+    @property
+    def arch_fp32(self) -> bool:
+        """Whether the architecture gradient is computed in float32 whatever `bf16` says."""
+        return self.name == "bf16_weights"
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         """bfloat16 autocast on `device` for bf16, a no-op for fp32."""
@@ -60,10 +70,8 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
 
 
 def resolve_precision(setting: str, device: torch.device) -> Precision:
-    """The precision `search.precision` (fp32, bf16 or auto) gives on `device`."""
-    if setting == "fp32":
-        return Precision("fp32", "search.precision=fp32")
-    if setting == "bf16":
-        return Precision("bf16", "search.precision=bf16")
+    """The precision `search.precision` (fp32, bf16, bf16_weights or auto) gives on `device`."""
+    if setting != "auto":
+        return Precision(setting, f"search.precision={setting}")
     native, said = native_bf16(device)
-    return Precision("bf16" if native else "fp32", f"search.precision=auto: {said}")
+    return Precision("bf16_weights" if native else "fp32", f"search.precision=auto: {said}")

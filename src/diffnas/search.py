@@ -36,7 +36,15 @@ from diffnas.loop import (
     standard_callbacks,
     start_run,
 )
-from diffnas.parts import Derivation, Regularizer, Relaxation, Schedule, Updater, build_part
+from diffnas.parts import (
+    ArchStepResult,
+    Derivation,
+    Regularizer,
+    Relaxation,
+    Schedule,
+    Updater,
+    build_part,
+)
 from diffnas.precision import Precision, resolve_precision
 from diffnas.registry import DERIVATIONS, REGULARIZERS, RELAXATIONS, SCHEDULES, UPDATERS
 from diffnas.run import RESUME_MAY_CHANGE_SEARCH, RunDir
@@ -249,9 +257,17 @@ class Searcher(Loop):
         )
 
     # ------------------------------------------------------------------ the two steps
+    def arch_grads(self, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
+        """The updater's architecture gradients (left in α's .grad), in float32 under
+        search.precision=bf16_weights and in the run's precision otherwise."""
+        if self.precision.arch_fp32:
+            with self.full_precision():
+                return self.updater.arch_grads(self, train_batch, val_batch)
+        return self.updater.arch_grads(self, train_batch, val_batch)
+
     def arch_step(self, train_batch: Batch, val_batch: Batch) -> None:
         self.a_opt.zero_grad(set_to_none=True)
-        result = self.updater.arch_grads(self, train_batch, val_batch)
+        result = self.arch_grads(train_batch, val_batch)
         distributed.average_grads(self.arch_parameters())
         self.a_opt.step()
         self.relaxation.after_arch_step(self.arch)

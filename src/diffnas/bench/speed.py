@@ -10,8 +10,10 @@ that load on the machine hits both alike. FLOPs are counted analytically
 taken) on the plain computation, and the same count divides every step time.
 
 A third row, `bf16`, is the engine with `search.precision=bf16` (bfloat16 autocast of the
-steps' forward and backward passes, float32 weights and losses), measured in the same
-rounds; the summary gives its speed relative to the float32 engine's.
+steps' forward and backward passes, float32 weights and losses), and a fourth, `bf16w`, the
+engine with `search.precision=bf16_weights` (bf16 for the weight step only, the α-gradient
+in float32), measured in the same rounds; the summary gives their speed relative to the
+float32 engine's.
 
 Contention mode (`contention=N`, `diffnas bench speed --contention N`): N busy processes
 (each one Python loop, one core) run for the whole measurement, and the fp32 engine is
@@ -43,12 +45,13 @@ SPACES = {
     "nb201": ["space.name=nb201", "space.channels=16", "space.layers=5"],
     "darts": ["space.name=darts", "space.channels=16", "space.layers=8"],
 }
-IMPLS = ("plain", "engine", "bf16")
+IMPLS = ("plain", "engine", "bf16", "bf16w")
 # the config each implementation adds (plain: the engine's supernet swapped for the plain one)
 IMPL_OVERRIDES = {
     "plain": [],
     "engine": [],
     "bf16": ["search.precision=bf16"],
+    "bf16w": ["search.precision=bf16_weights"],  # bf16 weight step, fp32 α-gradient
     "compiled": ["search.compile=cell"],  # --compile: inductor-compiled cells
     "bf16+c": ["search.precision=bf16", "search.compile=cell"],
 }
@@ -283,21 +286,21 @@ def run(
             f"{r.ratio:6.2f}x"
         )
     for space in spaces:
-        p, e, b, *_ = (r for r in rows if r.space == space)
+        p, e, *_ = (r for r in rows if r.space == space)
         echo(
             f"{space}: engine {e.ratio:.2f}x faster than plain (median of per-round ratios), "
             f"peak RSS {e.peak_rss_mb / p.peak_rss_mb:.2f} of plain "
             f"({(e.peak_rss_mb - e.rss_built_mb) / (p.peak_rss_mb - p.rss_built_mb):.2f} "
             f"counting only what the steps add)"
         )
-        bf16_vs_engine = statistics.median(
-            pe["step_s"] / pb["step_s"]
-            for pe, pb in zip(per_space[space]["engine"], per_space[space]["bf16"])
-        )
-        echo(
-            f"{space}: bf16 engine {bf16_vs_engine:.2f}x the fp32 engine's speed (median of "
-            f"per-round ratios; >1 faster), peak RSS {b.peak_rss_mb / e.peak_rss_mb:.2f} of it"
-        )
+        for impl in ("bf16", "bf16w"):
+            rs, es = per_space[space][impl], per_space[space]["engine"]
+            ratio = statistics.median(pe["step_s"] / pb["step_s"] for pe, pb in zip(es, rs))
+            peak = max(r["peak_rss_mb"] for r in rs) / e.peak_rss_mb
+            echo(
+                f"{space}: {impl} engine {ratio:.2f}x the fp32 engine's speed (median of "
+                f"per-round ratios; >1 faster), peak RSS {peak:.2f} of it"
+            )
         for impl in COMPILED if compile else ():
             rs, es = per_space[space][impl], per_space[space]["engine"]
             ratio = statistics.median(pe["step_s"] / pc["step_s"] for pe, pc in zip(es, rs))

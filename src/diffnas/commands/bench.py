@@ -18,9 +18,10 @@ cells per stage) and the darts supernet (8 cells, C=16) with the search engine a
 plain implementation (one module per op, NCHW, outputs summed in a Python loop), each in
 its own process, alternating. Prints the CPU model, the fp32 matmul rate, step time,
 analytic FLOPs per step, FLOP rate and its share of the matmul rate, data-loading share,
-peak resident memory and the speedup over the plain implementation; a third row, bf16, is
-the engine with search.precision=bf16 (bfloat16 autocast), with its speed relative to the
-float32 engine's.
+peak resident memory and the speedup over the plain implementation; two more rows, bf16 and
+bf16w, are the engine with search.precision=bf16 (bfloat16 autocast of both steps) and
+bf16_weights (of the weight step only; the architecture gradient in float32), with their
+speed relative to the float32 engine's.
 
 --contention N: N busy processes (one core each) run during the measurement, and the fp32
 engine is timed at each thread count, at the default (the cores other processes leave
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_speed(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "speed",
-        help="search-step time, FLOP rate and peak memory: engine (fp32, bf16) vs plain supernet",
+        help="search-step time, FLOP rate and peak memory: engine (fp32, bf16, bf16_weights) vs plain supernet",
         description=SPEED_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -63,6 +63,28 @@ def test_compile_settings_are_checked() -> None:
         compile_cells(torch.nn.Linear(2, 2), "no_such_backend", None)
     cfg = load_config(["darts"], TINY)
     assert cfg.search.compile == "off"  # the default: nothing is compiled
+    with pytest.raises(ConfigError, match="search.compile_mode must be one of default"):
+        load_config(["darts"], ["search.compile_mode=fast"])
+    with pytest.raises(ConfigError, match="is an inductor mode"):
+        compile_cells(torch.nn.Linear(2, 2), "aot_eager", None, "reduce-overhead")
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch) -> None:
+    """search.compile_mode is handed to torch.compile for every cell (reduce-overhead: CUDA
+    graphs of the fixed-shape cells on a GPU; not measured without one)."""
+    from diffnas.search import Searcher
+    from diffnas.supernet.dag import SearchDAG
+
+    seen: list[dict] = []
+    monkeypatch.setattr(SearchDAG, "compile", lambda self, **kw: seen.append(kw), raising=False)
+    s = Searcher(
+        load_config(
+            ["darts"], [*TINY, "search.compile=cell", "search.compile_mode=reduce-overhead"]
+        )
+    )
+    assert len(seen) == 3 and all(kw["mode"] == "reduce-overhead" for kw in seen)
+    assert all(kw["backend"] == "inductor" and kw["dynamic"] is False for kw in seen)
+    assert s.compile_note is not None and "mode reduce-overhead" in s.compile_note
 
 
 def test_cumulative_bn_running_stats_match_pytorch_without_a_host_read() -> None:

@@ -122,6 +122,7 @@ class DataConfig:
 
 PRECISIONS = ("fp32", "bf16", "bf16_weights", "auto")
 COMPILES = ("off", "cell")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -153,6 +154,9 @@ class SearchConfig:
     # compile_backend: a torch.compile backend (inductor; aot_eager/eager to check the path)
     compile: str = "off"
     compile_backend: str = "inductor"
+    # torch.compile's mode for the cells: default, reduce-overhead (CUDA graphs on a GPU: the
+    # step's shapes are fixed), max-autotune, max-autotune-no-cudagraphs; inductor only
+    compile_mode: str = "default"
     # the steps' losses are checked for NaN/inf on the host after every this many steps, at
     # each epoch's end and before each checkpoint; a non-finite one stops the run naming the
     # exact step that made it. null: 1 on cpu (a host read costs nothing there), 50 on cuda
@@ -693,6 +697,11 @@ def check_values(config: Config) -> None:
         raise ConfigError(
             f"search.compile must be one of {', '.join(COMPILES)} (off: the default; cell: "
             f"torch.compile each search cell), got {s.compile!r}"
+        )
+    if s.compile_mode not in COMPILE_MODES:
+        raise ConfigError(
+            f"search.compile_mode must be one of {', '.join(COMPILE_MODES)} (torch.compile's "
+            f"mode; reduce-overhead: CUDA graphs on a GPU), got {s.compile_mode!r}"
         )
     at_least(s.finite_check_every, 1, "search.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
     at_least(s.warmup_epochs, 0, "search.warmup_epochs")

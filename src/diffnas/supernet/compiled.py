@@ -20,8 +20,12 @@ from torch import nn
 from diffnas.errors import ConfigError
 
 
-def compile_cells(model: nn.Module, backend: str, cache_dir: str | Path | None) -> int:
-    """Compile every search cell of `model` in place with `backend`; returns how many."""
+def compile_cells(
+    model: nn.Module, backend: str, cache_dir: str | Path | None, mode: str = "default"
+) -> int:
+    """Compile every search cell of `model` in place with `backend` and torch.compile's
+    `mode` (search.compile_mode; `reduce-overhead` replays CUDA graphs on a GPU); returns
+    how many cells."""
     import torch._dynamo
 
     from diffnas.supernet.dag import SearchDAG
@@ -32,6 +36,11 @@ def compile_cells(model: nn.Module, backend: str, cache_dir: str | Path | None) 
             f"search.compile_backend={backend!r} is not a torch.compile backend here; "
             f"use one of {', '.join(sorted(known))} (inductor compiles to C++/Triton)"
         )
+    if mode != "default" and backend != "inductor":
+        raise ConfigError(
+            f"search.compile_mode={mode!r} is an inductor mode; with "
+            f"search.compile_backend={backend!r} leave it at default"
+        )
     if cache_dir is not None and backend == "inductor":
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir) / "inductor"))
     cells = [m for m in model.modules() if isinstance(m, SearchDAG)]
@@ -40,5 +49,5 @@ def compile_cells(model: nn.Module, backend: str, cache_dir: str | Path | None) 
         if hasattr(cfg, key):
             setattr(cfg, key, max(int(getattr(cfg, key)), len(cells) + 8))
     for cell in cells:
-        cell.compile(backend=backend, dynamic=False)
+        cell.compile(backend=backend, dynamic=False, mode=None if mode == "default" else mode)
     return len(cells)

@@ -101,7 +101,9 @@ def test_bf16_run_checkpoints_and_resumes(tmp_path, capsys) -> None:
 
 
 def test_precision_setting_checked_and_auto_follows_the_cpu() -> None:
-    with pytest.raises(ConfigError, match="search.precision must be one of fp32, bf16, bf16_weights, auto"):
+    with pytest.raises(
+        ConfigError, match="search.precision must be one of fp32, bf16, bf16_weights, auto"
+    ):
         load_config(["darts"], ["search.precision=fp16"])
     assert load_config(["darts"], []).search.precision == "fp32"
     cpu = torch.device("cpu")

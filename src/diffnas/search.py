@@ -261,10 +261,9 @@ class Searcher(Loop):
     def arch_grads(self, train_batch: Batch, val_batch: Batch) -> ArchStepResult:
         """The updater's architecture gradients (left in α's .grad), in float32 under
         search.precision=bf16_weights and in the run's precision otherwise."""
-        if self.precision.arch_fp32:
-            with self.full_precision():
-                return self.updater.arch_grads(self, train_batch, val_batch)
-        return self.updater.arch_grads(self, train_batch, val_batch)
+        fp32 = self.full_precision() if self.precision.arch_fp32 else contextlib.nullcontext()
+        with fp32:
+            return self.updater.arch_grads(self, train_batch, val_batch)
 
     def arch_step(self, train_batch: Batch, val_batch: Batch) -> None:
         self.a_opt.zero_grad(set_to_none=True)

@@ -293,22 +293,18 @@ def run(
             f"({(e.peak_rss_mb - e.rss_built_mb) / (p.peak_rss_mb - p.rss_built_mb):.2f} "
             f"counting only what the steps add)"
         )
-        for impl in ("bf16", "bf16w"):
+        for impl in ("bf16", "bf16w", *(COMPILED if compile else ())):
             rs, es = per_space[space][impl], per_space[space]["engine"]
-            ratio = statistics.median(pe["step_s"] / pb["step_s"] for pe, pb in zip(es, rs))
+            ratio = statistics.median(pe["step_s"] / pr["step_s"] for pe, pr in zip(es, rs))
             peak = max(r["peak_rss_mb"] for r in rs) / e.peak_rss_mb
+            first = (
+                f"; first step (compiling) {statistics.median(r['first_s'] for r in rs):.1f} s"
+                if impl in COMPILED
+                else ""
+            )
             echo(
                 f"{space}: {impl} engine {ratio:.2f}x the fp32 engine's speed (median of "
-                f"per-round ratios; >1 faster), peak RSS {peak:.2f} of it"
-            )
-        for impl in COMPILED if compile else ():
-            rs, es = per_space[space][impl], per_space[space]["engine"]
-            ratio = statistics.median(pe["step_s"] / pc["step_s"] for pe, pc in zip(es, rs))
-            peak = max(r["peak_rss_mb"] for r in rs) / e.peak_rss_mb
-            first = statistics.median(r["first_s"] for r in rs)
-            echo(
-                f"{space}: {impl} {ratio:.2f}x the fp32 engine's speed, peak RSS {peak:.2f} of "
-                f"it; first step (compiling) {first:.1f} s"
+                f"per-round ratios; >1 faster), peak RSS {peak:.2f} of it{first}"
             )
     return rows
 

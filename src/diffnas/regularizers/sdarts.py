@@ -186,7 +186,7 @@ class AdversarialPGD(WeightPerturbation):
         # data-parallel (diffnas.distributed): losses and gradients of the global batch, the
         # mean over the ranks, so every rank takes the same attack and the same decision
         with torch.no_grad():
-            before = distributed.mean(self._loss(s, mix, base, batch)).float()
+            before = distributed.mean(self._loss(s, mix, base, batch))
         cur = base
         if p.random_start:
             cur = {
@@ -206,7 +206,7 @@ class AdversarialPGD(WeightPerturbation):
                 nxt[k] = self.project(base[k] + (w - base[k]).clamp(-eps, eps))
             cur = nxt
         with torch.no_grad():
-            after = distributed.mean(self._loss(s, mix, cur, batch)).float()
+            after = distributed.mean(self._loss(s, mix, cur, batch))
         for k, b in s.model.named_buffers():
             b.copy_(saved[k])
         if not p.keep_if_better:

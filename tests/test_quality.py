@@ -383,3 +383,15 @@ def test_anytime_takes_the_cell_derived_by_the_end_of_each_budget() -> None:
     assert points[15].mean == 93.0 and points[15].runs == 1
     md = anytime_markdown([done, killed], (5, 15))
     assert "| m | 85.00 (90.00 / 80.00, 2) | 93.00 (93.00 / 93.00, 1) |" in md
+
+
+def test_the_anytime_plot_shows_every_final_cell(tmp_path) -> None:
+    from diffnas.bench.quality import anytime_ylim, plot_anytime
+
+    good = _row("done", [90.0, 93.0], [240.0, 540.0], final=93.1)
+    # a collapsed search ends at 73.2, under the old fixed floor of 80 %
+    collapsed = _row("done", [88.0, 73.2], [240.0, 540.0], final=73.2, method="c")
+    assert anytime_ylim([good, collapsed]) == (72.0, 95.0)
+    assert anytime_ylim([good]) == (79.0, 95.0)  # nothing low: the floor stays near 80
+    plot_anytime([good, collapsed], tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000

@@ -730,52 +730,68 @@ def anytime_markdown(rows: Sequence[Row], minutes: Sequence[float] = DEFAULT_MIN
     return buf.getvalue()
 
 
-def plot_anytime(rows: Sequence[Row], path: Path, title: str = "") -> None:
+def anytime_ylim(rows: Sequence[Row]) -> tuple[float, float]:
+    """The full panel's y range: down to the lowest final or 5-minute cell (so a method that
+    ended low, e.g. in a skip or pooling collapse, stays visible), not below 0; up to just
+    above the table optimum."""
+    lows = [float(r.lookup_acc) for r in rows if r.lookup_acc is not None]
+    lows += [float(v) for r in rows if (v := anytime_at(r, 5.0)) is not None]
+    bottom = min([80.0, *lows]) - 1.0
+    return max(0.0, math.floor(bottom)), 95.0
+
+
+def plot_anytime(rows: Sequence[Row], path: Path, title: str = "", zoom: float = 90.0) -> None:
     """Lookup accuracy against search minutes: per seed the step curve of the cell derived
-    at each epoch's end (thin), per method the mean over seeds at each minute (thick)."""
+    at each epoch's end (thin), per method the mean over seeds at each minute (thick). Two
+    panels of the same curves: the whole range (every final cell visible) and a zoom above
+    `zoom` %, where the methods that work differ by tenths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5))
+    fig = Figure(figsize=(12, 5))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     methods = list(dict.fromkeys(r.method for r in rows))
     longest = max((t for r in rows for t in r.times if t is not None), default=60.0) / 60.0
     grid = [longest * i / 200 for i in range(1, 201)]
     for i, method in enumerate(methods):
         color = f"C{i % 10}"
         mine = [r for r in rows if r.method == method and r.times]
+        if not mine:
+            continue
+        steps = []
         for r in mine:
             pts = [
                 (t / 60.0, a) for a, t in zip(r.curve, r.times) if t is not None and a is not None
             ]
             if pts:
-                ax.step(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    where="post",
-                    color=color,
-                    alpha=0.3,
-                    lw=0.8,
-                )
-        if not mine:
-            continue
+                steps.append(([p[0] for p in pts], [p[1] for p in pts]))
         xs, ys = [], []
         for m in grid:
             vals = [float(v) for r in mine if (v := anytime_at(r, m)) is not None]
             if len(vals) == len(mine):  # the mean only where every seed has a value
                 xs.append(m)
                 ys.append(statistics.fmean(vals))
-        ax.plot(xs, ys, color=color, lw=2.0, label=f"{method} ({len(mine)})")
-    ax.axhline(94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07")
-    ax.set_xlabel("search minutes (search loop, cumulative over resumes)")
-    ax.set_ylabel("NB201 lookup accuracy of the derived cell (%)")
-    ax.set_ylim(bottom=max(80.0, ax.get_ylim()[0]))
+        for k, ax in enumerate(axes):
+            for sx, sy in steps:
+                ax.step(sx, sy, where="post", color=color, alpha=0.3, lw=0.8)
+            label = f"{method} ({len(mine)})" if k == 0 else None
+            ax.plot(xs, ys, color=color, lw=2.0, label=label)
+    for k, ax in enumerate(axes):
+        ax.axhline(
+            94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07" if k == 0 else None
+        )
+        ax.set_xlabel("search minutes (search loop, cumulative over resumes)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("NB201 lookup accuracy of the derived cell (%)")
+    axes[0].set_ylim(*anytime_ylim(rows))
+    axes[0].set_title("whole range", fontsize=9)
+    axes[1].set_ylim(zoom, 94.5)
+    axes[1].set_title(f"zoom: above {zoom:g} %", fontsize=9)
     if title:
-        ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=9)
+    fig.legend(fontsize=8, loc="lower center", ncol=min(7, len(methods) + 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

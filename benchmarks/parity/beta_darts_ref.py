@@ -20,7 +20,6 @@ unshimmed call raises.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -94,38 +93,25 @@ def official_step(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="Sunshine-Ye/Beta-DARTS checkout")
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
-    a = ap.parse_args(argv)
-    common.set_float64()
-    common.shim_old_torch()
-    ours, inputs = common.diffnas_step(CASE)
-    s = common.build_searcher(CASE)
+    a = common.parser(__doc__, "Sunshine-Ye/Beta-DARTS").parse_args(argv)
+    ours, inputs, s = common.diffnas_side(CASE)
     settings = common.check_settings(CASE.preset, a.official / "sota" / "cnn" / "train_search.py")
     print(
         f"λ at epoch {CASE.epoch}: official 50·epoch/100 = {50 * CASE.epoch / 100}, "
         f"diffnas {s.regularizers[0].params.lambda_per_epoch} · {CASE.epoch}"
     )
     official = official_step(a.official, CASE, s, inputs)
-    diffs = common.compare_full(ours, official)
-    common.print_diffs("beta_darts", diffs)
-    if a.write:
-        reference = {
-            "repository": "Sunshine-Ye/Beta-DARTS",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": [
-                "sota/cnn/model_search.py",
-                "sota/cnn/spaces.py",
-                "optimizers/darts/architect.py",
-                "sota/cnn/train_search.py",
-            ],
-        }
-        command = f"python benchmarks/parity/beta_darts_ref.py --official BETA_DARTS_CHECKOUT --write {a.write}"
-        summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = [
+        "sota/cnn/model_search.py",
+        "sota/cnn/spaces.py",
+        "optimizers/darts/architect.py",
+        "sota/cnn/train_search.py",
+    ]
+    command = "python benchmarks/parity/beta_darts_ref.py --official BETA_DARTS_CHECKOUT"
+    return common.finish(
+        a, "beta_darts", CASE, ours, official, inputs, settings, "Sunshine-Ye/Beta-DARTS",
+        files, command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ replays the diffnas half against the stored official numbers:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import json
@@ -586,3 +587,51 @@ def check_settings(
     ]
     print(f"preset settings vs {script.name} defaults: " + ("; ".join(differ) or "all equal"))
     return official
+
+
+# --------------------------------------------------------------------------- one harness
+def parser(doc: str, official: str) -> argparse.ArgumentParser:
+    """A harness's command line: --official CHECKOUT, --write FIXTURE, --commit; a harness
+    adds its own options to it."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--official", type=Path, required=True, help=f"{official} checkout")
+    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
+    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
+    return ap
+
+
+def diffnas_side(case: Case) -> tuple[dict[str, Tensors], dict[str, Any], Searcher]:
+    """float64, the old-torch shims, diffnas's step on `case`, and a fresh searcher of the
+    same case (its settings and parts for the official side)."""
+    set_float64()
+    shim_old_torch()
+    ours, inputs = diffnas_step(case)
+    return ours, inputs, build_searcher(case)
+
+
+def finish(
+    a: argparse.Namespace,
+    title: str,
+    case: Case,
+    ours: dict[str, Tensors],
+    official: dict[str, Tensors],
+    inputs: dict[str, Any],
+    settings: dict[str, float],
+    repository: str,
+    files: list[str],
+    command: str,
+) -> int:
+    """Print the largest differences, write the fixture when --write asks (`command` is the
+    harness's command line without --write), and return the exit status: 0 when equal."""
+    diffs = compare_full(ours, official)
+    print_diffs(title, diffs)
+    if a.write:
+        reference = {
+            "repository": repository,
+            "commit": a.commit or checkout_commit(a.official),
+            "files": files,
+        }
+        summary = summarize(case, official, inputs["weights"])
+        full = f"{command} --write {a.write}"
+        write_fixture(a.write, case, reference, summary, diffs, full, settings)
+    return 0 if all(v <= TOLERANCE for v in diffs.values()) else 1

@@ -18,7 +18,6 @@ search command's arguments and a temporary `--save` directory.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -99,40 +98,24 @@ def official_step(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="DARTS- checkout")
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
-    a = ap.parse_args(argv)
-    common.set_float64()
-    common.shim_old_torch()
-    ours, inputs = common.diffnas_step(CASE)
-    s = common.build_searcher(CASE)
+    a = common.parser(__doc__, "DARTS-").parse_args(argv)
+    ours, inputs, s = common.diffnas_side(CASE)
     print(f"β at epoch {CASE.epoch}: diffnas {s.model.cells[0].dag.aux_beta}")
     settings = common.check_settings(CASE.preset, a.official / "src" / "search" / "args.py")
     official = official_step(a.official, CASE, s, inputs)
-    diffs = common.compare_full(ours, official)
-    common.print_diffs("darts_minus", diffs)
-    if a.write:
-        reference = {
-            "repository": "Meituan-AutoML/DARTS-",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": [
-                "src/search/model_search.py",
-                "src/search/args.py",
-                "src/utils.py",
-                "src/spaces.py",
-                "src/search/architect.py",
-                "src/search/train_search.py",
-            ],
-        }
-        command = (
-            f"python benchmarks/parity/darts_minus_ref.py --official DARTS_MINUS_CHECKOUT "
-            f"--write {a.write}"
-        )
-        summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = [
+        "src/search/model_search.py",
+        "src/search/args.py",
+        "src/utils.py",
+        "src/spaces.py",
+        "src/search/architect.py",
+        "src/search/train_search.py",
+    ]
+    command = "python benchmarks/parity/darts_minus_ref.py --official DARTS_MINUS_CHECKOUT"
+    return common.finish(
+        a, "darts_minus", CASE, ours, official, inputs, settings, "Meituan-AutoML/DARTS-",
+        files, command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

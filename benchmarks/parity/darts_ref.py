@@ -12,7 +12,6 @@ loop body of cnn/train_search.py `train()`) and prints the largest differences o
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -80,23 +79,14 @@ def cosine(a: common.Tensors, b: common.Tensors) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="quark0/darts checkout")
+    ap = common.parser(__doc__, "quark0/darts")
     ap.add_argument("--order", type=int, choices=(1, 2), default=1)
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
     a = ap.parse_args(argv)
-    common.set_float64()
-    common.shim_old_torch()
     case = CASES[a.order]
     root = a.official / "cnn"
-
-    ours, inputs = common.diffnas_step(case)
-    s = common.build_searcher(case)
+    ours, inputs, s = common.diffnas_side(case)
     settings = common.check_settings(case.preset, root / "train_search.py")
     official = official_step(root, case, s, inputs, unrolled=a.order == 2)
-    diffs = common.compare_full(ours, official)
-    common.print_diffs(f"darts order {a.order}", diffs)
     if a.order == 2:  # what the paper's plain virtual step would give instead
         plain = common.Case(
             **{
@@ -113,25 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{cosine(alt['alpha_grad'], official['alpha_grad']):.4f}, max diff "
             f"{common.compare_full(alt, official)['alpha_grad']:.2e}"
         )
-    if a.write:
-        reference = {
-            "repository": "quark0/darts",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": ["cnn/model_search.py", "cnn/architect.py", "cnn/train_search.py"],
-        }
-        command = "python benchmarks/parity/darts_ref.py " + " ".join(
-            shlex.quote(x) for x in ["--official", "DARTS_CHECKOUT", "--order", str(a.order)]
-        )
-        common.write_fixture(
-            a.write,
-            case,
-            reference,
-            common.summarize(case, official, inputs["weights"]),
-            diffs,
-            command + f" --write {a.write}",
-            settings,
-        )
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = ["cnn/model_search.py", "cnn/architect.py", "cnn/train_search.py"]
+    command = "python benchmarks/parity/darts_ref.py " + " ".join(
+        shlex.quote(x) for x in ["--official", "DARTS_CHECKOUT", "--order", str(a.order)]
+    )
+    return common.finish(
+        a, f"darts order {a.order}", case, ours, official, inputs, settings, "quark0/darts",
+        files, command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

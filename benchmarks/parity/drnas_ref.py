@@ -17,7 +17,6 @@ that width. --write stores a golden fixture.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -122,14 +121,11 @@ def official_step(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="xiangning-chen/DrNAS checkout")
+    ap = common.parser(__doc__, "xiangning-chen/DrNAS")
     ap.add_argument("--stage", type=int, choices=sorted(CASES), default=1)
     ap.add_argument(
         "--reg", choices=["l2", "kl"], default="l2", help="the anchor (official --reg_type)"
     )
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
     a = ap.parse_args(argv)
     case = CASES[a.stage]
     if a.reg == "kl":  # the official --reg_type kl with its default --reg_scale
@@ -140,32 +136,23 @@ def main(argv: list[str] | None = None) -> int:
                 "search.regularizers=[{name: dirichlet_anchor, kind: kl, scale: 1.0e-3}]",
             ],
         )
-    common.set_float64()
-    common.shim_old_torch()
-    ours, inputs = common.diffnas_step(case)
-    s = common.build_searcher(case)
+    ours, inputs, s = common.diffnas_side(case)
     settings = common.check_settings(case.preset, a.official / "DARTS-space" / "train_search.py")
     official = official_step(a.official, case, s, inputs)
-    diffs = common.compare_full(ours, official)
-    common.print_diffs(f"drnas stage {a.stage} {a.reg}", diffs)
-    if a.write:
-        reference = {
-            "repository": "xiangning-chen/DrNAS",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": [
-                "utils.py",
-                "architect.py",
-                "DARTS-space/model_search.py",
-                "DARTS-space/train_search.py",
-            ],
-        }
-        command = (
-            f"python benchmarks/parity/drnas_ref.py --official DRNAS_CHECKOUT --stage {a.stage} "
-            f"--reg {a.reg} --write {a.write}"
-        )
-        summary = common.summarize(case, official, inputs["weights"])
-        common.write_fixture(a.write, case, reference, summary, diffs, command, settings)
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = [
+        "utils.py",
+        "architect.py",
+        "DARTS-space/model_search.py",
+        "DARTS-space/train_search.py",
+    ]
+    command = (
+        f"python benchmarks/parity/drnas_ref.py --official DRNAS_CHECKOUT --stage {a.stage} "
+        f"--reg {a.reg}"
+    )
+    return common.finish(
+        a, f"drnas stage {a.stage} {a.reg}", case, ours, official, inputs, settings,
+        "xiangning-chen/DrNAS", files, command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ differences. --write stores a golden fixture.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,16 +74,9 @@ def official_step(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="xiaomi-automl/FairDARTS checkout")
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
-    a = ap.parse_args(argv)
-    common.set_float64()
-    common.shim_old_torch()
+    a = common.parser(__doc__, "xiaomi-automl/FairDARTS").parse_args(argv)
     root = a.official / "fairdarts"
-    ours, inputs = common.diffnas_step(CASE)
-    s = common.build_searcher(CASE)
+    ours, inputs, s = common.diffnas_side(CASE)
     settings = common.check_settings(
         CASE.preset, root / "train_search.py", {"search.arch_betas[0]": "arch_lr_gamma"}
     )
@@ -93,23 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{common.argparse_defaults(root / 'train_search.py')['aux_loss_weight']}"
     )
     official = official_step(root, CASE, s, inputs)
-    diffs = common.compare_full(ours, official)
-    common.print_diffs("fair_darts", diffs)
-    if a.write:
-        reference = {
-            "repository": "xiaomi-automl/FairDARTS",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": [
-                "fairdarts/model_search.py",
-                "fairdarts/architect.py",
-                "fairdarts/separate_loss.py",
-                "fairdarts/train_search.py",
-            ],
-        }
-        command = f"python benchmarks/parity/fair_darts_ref.py --official FAIRDARTS_CHECKOUT --write {a.write}"
-        summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = [
+        "fairdarts/model_search.py",
+        "fairdarts/architect.py",
+        "fairdarts/separate_loss.py",
+        "fairdarts/train_search.py",
+    ]
+    command = "python benchmarks/parity/fair_darts_ref.py --official FAIRDARTS_CHECKOUT"
+    return common.finish(
+        a, "fair_darts", CASE, ours, official, inputs, settings, "xiaomi-automl/FairDARTS",
+        files, command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the 15 warm-up epochs) and prints the largest differences. --write stores a gold
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,29 +74,16 @@ def official_step(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="yuhuixu1993/PC-DARTS checkout")
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
-    a = ap.parse_args(argv)
-    common.set_float64()
-    common.shim_old_torch()
-    ours, inputs = common.diffnas_step(CASE)
-    s = common.build_searcher(CASE)
+    a = common.parser(__doc__, "yuhuixu1993/PC-DARTS").parse_args(argv)
+    ours, inputs, s = common.diffnas_side(CASE)
     settings = common.check_settings(CASE.preset, a.official / "train_search.py")
     official = official_step(a.official, CASE, s, inputs)
-    diffs = common.compare_full(ours, official)
-    common.print_diffs("pc_darts", diffs)
-    if a.write:
-        reference = {
-            "repository": "yuhuixu1993/PC-DARTS",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": ["model_search.py", "architect.py", "train_search.py"],
-        }
-        command = f"python benchmarks/parity/pc_darts_ref.py --official PC_DARTS_CHECKOUT --write {a.write}"
-        summary = common.summarize(CASE, official, inputs["weights"])
-        common.write_fixture(a.write, CASE, reference, summary, diffs, command, settings)
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = ["model_search.py", "architect.py", "train_search.py"]
+    command = "python benchmarks/parity/pc_darts_ref.py --official PC_DARTS_CHECKOUT"
+    return common.finish(
+        a, "pc_darts", CASE, ours, official, inputs, settings, "yuhuixu1993/PC-DARTS", files,
+        command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

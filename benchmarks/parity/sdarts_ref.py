@@ -24,7 +24,6 @@ compares sdarts_adv with N PGD steps on both sides (the preset's 7 by default).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,8 +118,7 @@ def official_step(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", type=Path, required=True, help="SmoothDARTS checkout")
+    ap = common.parser(__doc__, "SmoothDARTS")
     ap.add_argument("--preset", choices=["sdarts_rs", "sdarts_adv"], default="sdarts_rs")
     ap.add_argument(
         "--official-bn",
@@ -128,44 +126,34 @@ def main(argv: list[str] | None = None) -> int:
         help="sdarts_adv: keep the official BatchNorm running statistics (eval-mode attack)",
     )
     ap.add_argument("--steps", type=int, default=7, help="sdarts_adv: PGD steps (preset: 7)")
-    ap.add_argument("--write", type=Path, help="store the official numbers as a golden fixture")
-    ap.add_argument("--commit", help="the checkout's commit (default: git rev-parse HEAD)")
     a = ap.parse_args(argv)
-    common.set_float64()
+    if a.write and a.official_bn:
+        ap.error("--write stores the comparison without --official-bn")
     common.shim_old_torch()
     # optimizers/darts/utils.py subclasses torchvision's VisionDataset (data loading only)
     sys.modules["torchvision.datasets"].VisionDataset = object  # type: ignore[attr-defined]
     case = case_for(a.preset, a.steps)
-    ours, inputs = common.diffnas_step(case)
-    s = common.build_searcher(case)
+    ours, inputs, s = common.diffnas_side(case)
     settings = common.check_settings(case.preset, a.official / "sota" / "cnn" / "train_search.py")
     print(f"ε at epoch {case.epoch}: {s.regularizers[0].epsilon_at(case.epoch, s.epochs)}")
     official = official_step(a.official, case, s, inputs, a.official_bn)
-    diffs = common.compare_full(ours, official)
     bn = " (official BN running statistics)" if a.official_bn else ""
-    common.print_diffs(a.preset + bn, diffs)
-    if a.write:
-        if a.official_bn:
-            raise SystemExit("--write stores the comparison without --official-bn")
-        reference = {
-            "repository": "xiangning-chen/SmoothDARTS",
-            "commit": a.commit or common.checkout_commit(a.official),
-            "files": [
-                "sota/cnn/model_search.py",
-                "sota/cnn/spaces.py",
-                "optimizers/darts/architect.py",
-                "attacker/perturb.py",
-                "attacker/linf_sgd.py",
-                "sota/cnn/train_search.py",
-            ],
-        }
-        command = (
-            f"python benchmarks/parity/sdarts_ref.py --official SMOOTHDARTS_CHECKOUT "
-            f"--preset {a.preset} --steps {a.steps} --write {a.write}"
-        )
-        summary = common.summarize(case, official, inputs["weights"])
-        common.write_fixture(a.write, case, reference, summary, diffs, command, settings)
-    return 0 if all(v <= common.TOLERANCE for v in diffs.values()) else 1
+    files = [
+        "sota/cnn/model_search.py",
+        "sota/cnn/spaces.py",
+        "optimizers/darts/architect.py",
+        "attacker/perturb.py",
+        "attacker/linf_sgd.py",
+        "sota/cnn/train_search.py",
+    ]
+    command = (
+        f"python benchmarks/parity/sdarts_ref.py --official SMOOTHDARTS_CHECKOUT "
+        f"--preset {a.preset} --steps {a.steps}"
+    )
+    return common.finish(
+        a, a.preset + bn, case, ours, official, inputs, settings, "xiangning-chen/SmoothDARTS",
+        files, command,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

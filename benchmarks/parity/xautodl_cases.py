@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +29,12 @@ import numpy as np
 import torch
 
 from diffnas.config import load_config
-from diffnas.data.datasets import Dataset, ImageSet
 from diffnas.search import Searcher
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the float64 set-up, the stand-in dataset and the weight scale are the darts harnesses'
+from common import _fan_in_scale, tiny_dataset
+from common import set_float64 as set_float64  # re-exported: xautodl_ref, drnas_nb201_ref
 
 Tensors = dict[str, torch.Tensor]
 FIXTURE_VERSION = 1
@@ -76,30 +81,6 @@ DISCONNECTED_CELL = (
 
 
 # =========================================================================== diffnas side
-def set_float64() -> None:
-    """Default dtype float64 and one thread: the official models are built in the default."""
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-
-
-def tiny_dataset(case: Case) -> Dataset:
-    """A stand-in dataset that only fixes the input shape (the batches come from the seed)."""
-    n = 8
-    images = ImageSet(
-        torch.zeros(n, 3, case.size, case.size, dtype=torch.uint8),
-        torch.arange(n) % case.classes,
-    )
-    return Dataset(
-        "parity",
-        "parity inputs",
-        images,
-        images,
-        [f"class{i}" for i in range(case.classes)],
-        crop_padding=0,
-        flip=False,
-    )
-
-
 def build_searcher(case: Case) -> Searcher:
     """diffnas's Searcher for the case, in float64, at the first step of `case.epoch`."""
     overrides = [
@@ -121,10 +102,6 @@ def build_searcher(case: Case) -> Searcher:
     s.progress = case.epoch / s.epochs
     s.relaxation.set_progress(s.progress)
     return s
-
-
-def _fan_in_scale(shape: tuple[int, ...]) -> float:
-    return 1.0 / float(np.sqrt(max(int(np.prod(shape[1:])), 1)))
 
 
 def make_inputs(case: Case, s: Searcher) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from diffnas.supernet.base import Architecture
 from diffnas.supernet.dag import SearchDAG
 from diffnas.supernet.mixed import MixWeights
 
-from .test_search import Kill
+from .conftest import Kill, tiny_overrides
 
 NB201_NO_NONE = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
@@ -36,17 +36,7 @@ NB201_NO_NONE = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 def prime_config(space: str = "nb201", epochs: int = 2, **extra: str) -> Any:
     """The darts_prime_crb preset (CRB, node BN, no `none`) on the budget of conftest's
     tiny_config."""
-    overrides = [
-        f"space.name={space}",
-        "space.channels=4",
-        f"space.layers={1 if space == 'nb201' else 3}",
-        "data.dataset=digits",
-        "data.subset=0.3",
-        "data.batch_size=32",
-        f"search.epochs={epochs}",
-        "log.progress=false",
-        "threads=1",
-    ]
+    overrides = tiny_overrides(space, epochs)
     return load_config(["darts_prime_crb"], overrides + [f"{k}={v}" for k, v in extra.items()])
 
 

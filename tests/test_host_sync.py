@@ -16,7 +16,6 @@ import torch
 from rich.console import Console
 
 import diffnas
-from diffnas.callbacks.base import Callback
 from diffnas.callbacks.progress import ProgressBar
 from diffnas.config import load_config
 from diffnas.errors import ConfigError, NumericalError
@@ -24,6 +23,8 @@ from diffnas.finite import resolve_every
 from diffnas.relaxations.gumbel import gumbel_noise
 from diffnas.run import RunDir
 from diffnas.search import Searcher
+
+from .conftest import Poison
 
 # what hands a device tensor's value to the host (each a device sync on CUDA)
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
@@ -208,21 +209,6 @@ def test_gumbel_noise_is_finite_without_a_redraw(monkeypatch) -> None:
     assert torch.isfinite(g).all() and g[0, 0] == pytest.approx(87.336, abs=1e-3)
 
 
-class Poison(Callback):
-    """Makes the supernet's weights NaN after global step `after` (so step after + 1 is the
-    first whose losses are not finite)."""
-
-    name = "poison"
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-
-    def on_step_end(self, s: Any) -> None:
-        if s.global_step == self.after:
-            with torch.no_grad():
-                next(s.model.parameters()).fill_(float("nan"))
-
-
 @pytest.mark.parametrize(
     "bad, found, written",
     [(5, 6, 3), (7, 8, 6)],
@@ -251,7 +237,7 @@ def test_a_late_check_names_the_first_bad_step_and_no_checkpoint_holds_it(
         ],
     )
     with pytest.raises(NumericalError) as info:
-        diffnas.search(cfg, out=tmp_path / "run", callbacks=[Poison(after=bad - 1)])
+        diffnas.search(cfg, out=tmp_path / "run", callbacks=[Poison(after_step=bad - 1)])
     message = str(info.value)
     later = found - bad
     assert f"validation loss became nan at epoch 1, step {bad} " in message

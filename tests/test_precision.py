@@ -14,7 +14,7 @@ from diffnas.precision import Precision, native_bf16, resolve_precision
 from diffnas.run import RunDir
 from diffnas.search import Searcher
 
-from .conftest import tiny_config
+from .conftest import Kill, tiny_config
 
 
 def _alpha_grad(s: Searcher, precision: str, train, val) -> torch.Tensor:
@@ -79,19 +79,12 @@ def test_bf16_weights_takes_the_alpha_gradient_in_fp32_and_the_weight_pass_in_bf
 
 def test_bf16_run_checkpoints_and_resumes(tmp_path, capsys) -> None:
     """A bf16 run killed after its first epoch resumes to the unbroken run's α."""
-    from diffnas.callbacks.base import Callback
-
-    class Kill(Callback):
-        def on_epoch_start(self, s) -> None:
-            if s.epoch == 1:
-                raise KeyboardInterrupt
-
     cfg = tiny_config("nb201", epochs=2, **{"search.precision": "bf16"})
     full = diffnas.search(cfg, out=tmp_path / "full")
     assert "precision: bf16 (search.precision=bf16)" in capsys.readouterr().err
     assert [m["precision"] for m in full.history] == ["bf16", "bf16"]
     with pytest.raises(KeyboardInterrupt):
-        diffnas.search(cfg, out=tmp_path / "killed", callbacks=[Kill()])
+        diffnas.search(cfg, out=tmp_path / "killed", callbacks=[Kill(after_epoch=0)])
     resumed = diffnas.resume(tmp_path / "killed")
     assert resumed.genotype.cells == full.genotype.cells
     a_full = RunDir(tmp_path / "full").load_checkpoint()["arch"]

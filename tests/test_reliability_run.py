@@ -20,14 +20,13 @@ from PIL import Image
 
 import diffnas
 from diffnas.bench.quality import Job, MethodSpec, plan, run_job
-from diffnas.callbacks.base import Callback
 from diffnas.cli import main
 from diffnas.data import load_dataset
 from diffnas.errors import CheckpointError, ConfigError, DatasetError, NumericalError
 from diffnas.run import LOCK, MARKER, DirLock, RunDir
 from diffnas.utils import atomic_torch_save, atomic_write_text, load_checkpoint
 
-from .conftest import tiny_config
+from .conftest import Poison, tiny_config
 
 
 class Planted:
@@ -234,16 +233,6 @@ def test_resume_applies_allowed_changes_and_refuses_the_rest(
 
 
 # ----------------------------------------------------------------------------- item 11
-class Poison(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_start(self, s) -> None:
-        if s.epoch == self.epoch:
-            with torch.no_grad():
-                next(s.model.parameters()).fill_(float("nan"))
-
-
 def test_failed_starts_leave_nothing_and_nan_advice_is_true(tmp_path, finished_run) -> None:
     # with a checkpoint: the advice (resume with a lower lr) is one resume accepts (a resume
     # with a changed lr running on is tested above)
@@ -251,11 +240,11 @@ def test_failed_starts_leave_nothing_and_nan_advice_is_true(tmp_path, finished_r
 
     run = _copy(finished_run, tmp_path / "run")
     with pytest.raises(NumericalError, match="intact.*--resume .* --set search.w_lr=0.0125"):
-        diffnas.resume(run, overrides=["search.epochs=3"], callbacks=[Poison(2)])
+        diffnas.resume(run, overrides=["search.epochs=3"], callbacks=[Poison(at_epoch=2)])
     assert resume_config(run, ["search.epochs=3", "search.w_lr=0.0125"]).search.w_lr == 0.0125
     cfg = tiny_config("nb201", epochs=1)
     with pytest.raises(NumericalError) as info:
-        diffnas.search(cfg, out=tmp_path / "nan", callbacks=[Poison(0)])
+        diffnas.search(cfg, out=tmp_path / "nan", callbacks=[Poison(at_epoch=0)])
     assert "intact" not in str(info.value) and "No checkpoint was written" in str(info.value)
     assert not (tmp_path / "nan").exists()
     # a dataset that cannot load: the start fails before any training

@@ -18,9 +18,8 @@ from diffnas.run import RunDir
 from diffnas.spaces.nb201 import to_nb201_string
 from diffnas.spaces.render import render_genotype
 
-from .conftest import tiny_config
+from .conftest import Kill, tiny_config
 from .test_rdarts import rdarts_config
-from .test_search import Kill
 
 IMG = re.compile(r"<img alt='([^']*)' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>")
 

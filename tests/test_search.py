@@ -6,30 +6,12 @@ import pytest
 import torch
 
 import diffnas
-from diffnas.callbacks.base import Callback
 from diffnas.errors import CheckpointError, NumericalError
 from diffnas.nasbench import nb201
 from diffnas.run import RunDir
 from diffnas.spaces import load_genotype
 
-from .conftest import tiny_config
-
-
-class Kill(Callback):
-    """Simulates `kill -9` right after a given epoch end or step (after any checkpoint)."""
-
-    name = "kill"
-
-    def __init__(self, after_epoch: int | None = None, after_step: int | None = None) -> None:
-        self.after_epoch, self.after_step = after_epoch, after_step
-
-    def on_step_end(self, s) -> None:
-        if self.after_step is not None and s.global_step == self.after_step:
-            raise KeyboardInterrupt
-
-    def on_epoch_end(self, s, metrics) -> None:
-        if self.after_epoch is not None and metrics["epoch"] == self.after_epoch:
-            raise KeyboardInterrupt
+from .conftest import Kill, Poison, tiny_config
 
 
 def final_alpha(run_dir) -> dict[str, torch.Tensor]:
@@ -100,14 +82,10 @@ def test_resume_after_kill_mid_epoch_gives_identical_alpha(tmp_path) -> None:
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path) -> None:
-    class Poison(Callback):
-        def on_epoch_start(self, s) -> None:
-            if s.epoch == 1:
-                with torch.no_grad():
-                    next(s.model.parameters()).fill_(float("nan"))
-
     with pytest.raises(NumericalError, match="validation loss became nan at epoch 2.*intact"):
-        diffnas.search(tiny_config("nb201", epochs=3), out=tmp_path / "run", callbacks=[Poison()])
+        diffnas.search(
+            tiny_config("nb201", epochs=3), out=tmp_path / "run", callbacks=[Poison(at_epoch=1)]
+        )
     assert RunDir(tmp_path / "run").load_checkpoint()["epoch"] == 1
 
 

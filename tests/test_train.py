@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import diffnas
-from diffnas.callbacks.base import Callback
 from diffnas.errors import CheckpointError, ConfigError
 from diffnas.retrain import Trainer, load_train_config, train
 from diffnas.retrain.accuracy import evaluate_run
@@ -12,7 +11,7 @@ from diffnas.retrain.network import build_model, load_trained
 from diffnas.run import RunDir
 from diffnas.spaces import zoo
 
-from .conftest import tiny_config
+from .conftest import Kill, Poison, tiny_config
 
 
 def tiny_train(epochs: int = 2, **extra: object) -> list[str]:
@@ -27,23 +26,6 @@ def tiny_train(epochs: int = 2, **extra: object) -> list[str]:
         "threads=1",
     ]
     return out + [f"{k}={v}" for k, v in extra.items()]
-
-
-class Kill(Callback):
-    """Simulates `kill -9` right after an epoch end or a step (after any checkpoint)."""
-
-    name = "kill"
-
-    def __init__(self, after_epoch: int | None = None, after_step: int | None = None) -> None:
-        self.after_epoch, self.after_step = after_epoch, after_step
-
-    def on_step_end(self, s) -> None:
-        if self.after_step is not None and s.global_step == self.after_step:
-            raise KeyboardInterrupt
-
-    def on_epoch_end(self, s, metrics) -> None:
-        if self.after_epoch is not None and metrics["epoch"] == self.after_epoch:
-            raise KeyboardInterrupt
 
 
 def weights(run_dir) -> dict[str, torch.Tensor]:
@@ -175,27 +157,13 @@ def test_search_and_train_runs_are_not_confused(tmp_path) -> None:
         diffnas.resume(tmp_path / "train")
 
 
-class PoisonAfter(Callback):
-    """NaN weights after global step `n`: the loss of step n + 1 is the first non-finite."""
-
-    name = "poison"
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_step_end(self, s) -> None:
-        if s.global_step == self.n:
-            with torch.no_grad():
-                next(s.model.parameters()).fill_(float("nan"))
-
-
 @pytest.mark.parametrize("every", [None, 3])
 def test_a_nan_training_loss_names_its_step_when_found_late(tmp_path, every) -> None:
     from diffnas.errors import NumericalError
 
     extra = {} if every is None else {"train.finite_check_every": every}
     with pytest.raises(NumericalError) as info:
-        train("DARTS_V2", overrides=tiny_train(1, **extra), callbacks=[PoisonAfter(1)])
+        train("DARTS_V2", overrides=tiny_train(1, **extra), callbacks=[Poison(after_step=1)])
     message = str(info.value)
     assert "training loss became nan at epoch 1, step 2 " in message
     assert "Lower train.lr" in message

@@ -17,6 +17,8 @@ from diffnas.errors import CheckpointError, ConfigError, DatasetError, GenotypeE
 from diffnas.registry import RELAXATIONS
 from diffnas.supernet.mixed import MixWeights
 
+from .conftest import Kill
+
 FAST = ["search.epochs=1", "data.batch_size=16", "threads=1", "checkpoint.every_s=1e9"]
 
 
@@ -326,15 +328,6 @@ def test_registered_user_model_from_cli(
 
 
 def test_user_model_search_resumes_after_a_kill_to_the_same_alpha(tmp_path: Path) -> None:
-    from diffnas.callbacks.base import Callback
-
-    class Kill(Callback):
-        name = "kill"
-
-        def on_step_end(self, s) -> None:  # type: ignore[no-untyped-def]
-            if s.global_step == 3:
-                raise KeyboardInterrupt
-
     over = ["search.epochs=2", "data.batch_size=8", "threads=1", "checkpoint.every_steps=2"]
     torch.manual_seed(0)
     diffnas.search(Net(), train_data=data(), out=tmp_path / "a", progress=False, overrides=over)
@@ -346,7 +339,7 @@ def test_user_model_search_resumes_after_a_kill_to_the_same_alpha(tmp_path: Path
             out=tmp_path / "b",
             progress=False,
             overrides=over,
-            callbacks=[Kill()],
+            callbacks=[Kill(after_step=3)],
         )
     with pytest.raises(CheckpointError, match="searched a user model from Python"):
         diffnas.resume(tmp_path / "b")

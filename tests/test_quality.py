@@ -232,6 +232,29 @@ def test_bench_runs_skips_finished_and_resumes_killed_runs(tmp_path, tiny_protoc
     assert rec["status"] == "done" and rec["resumed"]
     row = read_row(killed.run_dir, "darts2", 0)
     assert row.status == "done" and row.epochs_done == 2 and len(row.curve) == 2
+    # killed without a record of its start (an older bench): its wall time is unknown
+    assert rec["total_wall_s"] is None and row.wall_s is None
+
+    # killed with the record a running bench job keeps: the resumption adds the killed
+    # invocation's wall time up to its last checkpoint to its own
+    import json
+    import os
+    import time
+
+    again = plan([MethodSpec("darts3", ("darts",), ("search.epochs=2",))], [0], out, tiny_protocol)
+    job = again.jobs[0]
+    run = RunDir.create(from_dict(Config, job.config), job.run_dir)
+    Searcher(from_dict(Config, job.config), run, default_callbacks(cfg, False)).run_epoch()
+    run.release()
+    started = time.time() - 1000.0  # the killed invocation started 1000 s ago ...
+    checkpointed = started + 700.0  # ... and wrote its last checkpoint 700 s later
+    os.utime(run.checkpoint_path, (checkpointed, checkpointed))
+    record = {"method": "darts3", "seed": 0, "status": "running", "started_unix": started}
+    (job.run_dir / "bench.json").write_text(json.dumps(record | {"prior_wall_s": 50.0}))
+    rec = run_job(job)
+    assert rec["total_wall_s"] == pytest.approx(50.0 + 700.0 + rec["wall_s"], abs=0.02)
+    assert read_row(job.run_dir, "darts3", 0).wall_s == rec["total_wall_s"]
+    assert json.loads((job.run_dir / "bench.json").read_text())["status"] == "done"
 
 
 def test_bench_quality_cli_writes_table_csv_and_plot(tmp_path, tiny_protocol) -> None:

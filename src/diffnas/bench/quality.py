@@ -269,6 +269,11 @@ def run_job(job: Job) -> dict[str, Any]:
         claim_directory(run.path, "search", adopt=_bench_run_dir, lock=False)
     except DiffnasError as exc:
         return record | {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    prior = prior_wall(run.path) if resumed else 0.0
+    # a record of the running search: if it is killed, the next bench's resume counts its
+    # wall time up to its last checkpoint (prior_wall)
+    record |= {"started_unix": round(time.time(), 3), "prior_wall_s": prior}
+    atomic_write_json(run.path / BENCH_FILE, record | {"status": "running"})
     try:
         if resumed:
             resume(run.path, progress=False)
@@ -281,9 +286,32 @@ def run_job(job: Job) -> dict[str, Any]:
         (run.path / BENCH_ERROR).write_text(traceback.format_exc())
     record["wall_s"] = round(time.monotonic() - start, 2)
     record["resumed"] = resumed
+    # over every invocation of the search (each killed one up to its last checkpoint: the
+    # work after it was lost and done again); None when an older bench left no record
+    record["total_wall_s"] = None if prior is None else round(prior + record["wall_s"], 2)
     # a failed run's record marks its row; the next bench tries it again (not "done")
     atomic_write_json(run.path / BENCH_FILE, record)
     return record
+
+
+def prior_wall(run_dir: Path) -> float | None:
+    """Wall seconds spent on a killed run before this resumption: what its earlier
+    invocations recorded, the last one counted from its start to its last checkpoint. None
+    when the killed invocation left no `running` record (a bench before this one)."""
+    import json
+
+    from diffnas.run import RunDir
+
+    try:
+        rec = json.loads((run_dir / BENCH_FILE).read_text())
+        started, prior = float(rec["started_unix"]), rec["prior_wall_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if prior is None:
+        return None
+    checkpoint = run_dir / RunDir.CHECKPOINT
+    upto = checkpoint.stat().st_mtime - started if checkpoint.exists() else 0.0
+    return float(prior) + max(0.0, upto)
 
 
 STORAGE_CHECK = ".storage-check"  # OUT/this: a token a task reads to see OUT is shared
@@ -464,6 +492,15 @@ def cell_string(g: Genotype | None) -> str:
     return " / ".join(",".join(e.op for e in c.edges) for c in g.cells)
 
 
+def _wall(bench: dict[str, Any]) -> float | None:
+    """A finished run's wall time over all its invocations; None for a resumed run whose
+    earlier invocations are unknown."""
+    if not bench.get("resumed"):
+        return bench.get("wall_s")
+    total = bench.get("total_wall_s")
+    return None if total is None else float(total)
+
+
 def read_row(run_dir: Path, method: str, seed: int) -> Row:
     import json
 
@@ -502,7 +539,7 @@ def read_row(run_dir: Path, method: str, seed: int) -> Row:
         status=status,
         epochs_done=len(records),
         epochs=epochs,
-        wall_s=bench.get("wall_s") if status == "done" and not bench.get("resumed") else None,
+        wall_s=_wall(bench) if status == "done" else None,
         search_s=last.get("time_s"),
         cell=cell_string(genotype),
         lookup_acc=lookup,

@@ -4,8 +4,8 @@ A method is one or more config layers (a preset name or file, plus `key=value` o
 the protocol is layered after it, so the method keeps its own optimizer settings and parts
 while the protocol fixes the budget (space size, data, resolution, epochs). Runs go to
 `OUT/runs/<method>-s<seed>`, in parallel processes or as Ray tasks on a cluster (the
-executors of diffnas.network_search.executors); a run with `bench.json` is finished
-and skipped, a run with a checkpoint is resumed, anything else starts fresh. The table
+executors of diffnas.network_search.executors); a run whose `bench.json` says `done` is
+finished and skipped, a run with a checkpoint is resumed, anything else starts fresh. The table
 (Markdown and CSV) and the plot of NB201 lookup accuracy per epoch are rebuilt from the
 run directories, so they always show what is on disk.
 """

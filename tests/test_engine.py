@@ -182,11 +182,30 @@ def test_bench_speed_prints_every_measure() -> None:
         ["nb201"], steps=1, rounds=1, batch_size=4, threads=1, extra=extra, echo=lines.append
     )
     text = "\n".join(lines)
-    for needed in ("CPU:", "matmul rate", "GFLOP/step", "% matmul", "peak RSS", "speedup"):
+    needed_all = ("CPU:", "matmul rate", "GFLOP/step", "% matmul", "peak RSS", "steps peak")
+    for needed in (*needed_all, "speedup", "over the timed steps"):
         assert needed in text
     assert [r.impl for r in rows] == ["plain", "engine", "bf16", "bf16w"]
     assert "bf16 engine" in text and "bf16w engine" in text and "the fp32 engine's speed" in text
     assert rows[0].flops > 0 and all(r.step_s > 0 and r.peak_rss_mb > 0 for r in rows)
+    assert all(0 < r.steps_peak_rss_mb <= r.peak_rss_mb for r in rows)
+
+
+def test_peak_rss_resets_to_what_follows() -> None:
+    """The timed steps' peak of bench speed: a freed 400 MB block counts in the process's
+    peak until reset_peak_rss(), and not after it."""
+    import numpy as np
+
+    from diffnas.utils import reset_peak_rss, rss_mb
+
+    if not reset_peak_rss():
+        pytest.skip("this system cannot reset a process's peak resident memory")
+    base = rss_mb(peak=True)
+    block = np.ones(400 * 2**20 // 8)  # touched: resident
+    del block
+    assert rss_mb(peak=True) > base + 350
+    assert reset_peak_rss()
+    assert rss_mb(peak=True) < base + 50
 
 
 class _UserConv(torch.nn.Sequential):

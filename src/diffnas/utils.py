@@ -269,18 +269,38 @@ def state_mismatch(module: torch.nn.Module, state: Any) -> str:
 
 
 def rss_mb(peak: bool = False) -> float:
-    """This process's resident memory in MiB (`peak`: its high-water mark), the one memory
-    helper of the measurements (diffnas bench speed, the --dry-run estimate)."""
+    """This process's resident memory in MiB (`peak`: its high-water mark, since the process
+    started or since the last `reset_peak_rss()`), the one memory helper of the measurements
+    (diffnas bench speed, the --dry-run estimate)."""
     import resource
 
-    high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     if peak:
-        return high
+        try:  # Linux: VmHWM, which reset_peak_rss() can reset
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * resource.getpagesize() / 2**20
     except OSError:  # no /proc (macOS): the high-water mark, an upper bound
-        return high
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Set this process's high-water mark (`rss_mb(peak=True)`) to its current resident
+    memory, so that a later peak counts only what came after (Linux >= 4.0: writing 5 to
+    /proc/self/clear_refs). False where the system cannot (the peak then keeps counting
+    from the process's start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def resolve_device(name: str) -> torch.device:

@@ -18,8 +18,9 @@ cells per stage) and the darts supernet (8 cells, C=16) with the search engine a
 plain implementation (one module per op, NCHW, outputs summed in a Python loop), each in
 its own process, alternating. Prints the CPU model, the fp32 matmul rate, step time,
 analytic FLOPs per step, FLOP rate and its share of the matmul rate, data-loading share,
-peak resident memory and the speedup over the plain implementation; two more rows, bf16 and
-bf16w, are the engine with search.precision=bf16 (bfloat16 autocast of both steps) and
+peak resident memory (of the whole process, and of the timed steps alone: after the
+warm-up step, which is where compiling happens) and the speedup over the plain
+implementation; two more rows, bf16 and bf16w, are the engine with search.precision=bf16 (bfloat16 autocast of both steps) and
 bf16_weights (of the weight step only; the architecture gradient in float32), with their
 speed relative to the float32 engine's.
 

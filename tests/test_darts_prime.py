@@ -371,6 +371,7 @@ def test_darts_prime_runs_on_the_darts_space() -> None:
     extra = {
         "search.regularizers": "[{name: prox}, {name: admm, every: 2}]",
         "search.schedule": "{name: informed, threshold: 100}",  # α steps from the start
+        "data.subset": "0.15",
     }
     result = diffnas.search(prime_config("darts", 1, **extra))
     last = result.history[-1]

@@ -93,7 +93,8 @@ def test_complexity_pull_pushes_costly_ops_down() -> None:
 
 
 def test_enhanced_search_runs_and_rejects_bad_params(tmp_path) -> None:
-    config = tiny_config("darts", epochs=1, **{"search.relaxation": "{name: enhanced, mu: 0.2}"})
+    extra = {"search.relaxation": "{name: enhanced, mu: 0.2}", "data.subset": "0.1"}
+    config = tiny_config("darts", epochs=1, **extra)
     s = Searcher(config)
     assert set(s.relaxation.rel_cost) == {"normal", "reduce"}
     result = s.run_search()

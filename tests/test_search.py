@@ -68,13 +68,14 @@ def test_resume_after_kill_at_epoch_end_gives_identical_alpha(tmp_path) -> None:
 
 
 def test_resume_after_kill_mid_epoch_gives_identical_alpha(tmp_path) -> None:
-    # one epoch of 8 steps: killed after step 5, the resumed run takes the last 3
-    cfg = tiny_config("darts", epochs=1, **{"checkpoint.every_steps": 2})
+    # one epoch of 4 steps: killed after step 3, the resumed run takes the last 2
+    cfg = tiny_config("darts", epochs=1, **{"checkpoint.every_steps": 2, "data.subset": 0.2})
     diffnas.search(cfg, out=tmp_path / "a")
+    assert RunDir(tmp_path / "a").read_metrics()[-1]["arch_steps"] == 4
     with pytest.raises(KeyboardInterrupt):
-        diffnas.search(cfg, out=tmp_path / "b", callbacks=[Kill(after_step=5)])
+        diffnas.search(cfg, out=tmp_path / "b", callbacks=[Kill(after_step=3)])
     state = RunDir(tmp_path / "b").load_checkpoint()
-    assert (state["epoch"], state["step"]) == (0, 4)  # killed after step 5, last checkpoint at 4
+    assert (state["epoch"], state["step"]) == (0, 2)  # killed after step 3, last checkpoint at 2
     diffnas.resume(tmp_path / "b")
     a, b = final_alpha(tmp_path / "a"), final_alpha(tmp_path / "b")
     for key in a:

@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -274,20 +275,18 @@ def rss_mb(peak: bool = False) -> float:
     (diffnas bench speed, the --dry-run estimate)."""
     import resource
 
-    if peak:
-        try:  # Linux: VmHWM, which reset_peak_rss() can reset
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024  # kB
-        except OSError:
-            pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-    except OSError:  # no /proc (macOS): the high-water mark, an upper bound
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    field = "VmHWM:" if peak else "VmRSS:"
+    try:  # Linux; VmHWM is the mark reset_peak_rss() resets
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    # no /proc (macOS): the high-water mark (an upper bound of the current size), in bytes
+    # there and KiB on Linux
+    high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return high / 2**20 if sys.platform == "darwin" else high / 1024
 
 
 def reset_peak_rss() -> bool:

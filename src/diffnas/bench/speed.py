@@ -291,8 +291,8 @@ def run(
         echo(
             f"{r.space:6} {r.impl:8} {r.step_s:7.3f} {r.flops / 1e9:10.2f} "
             f"{r.flops / r.step_s / 1e9:8.1f} {100 * r.flops / r.step_s / rate:8.1f} "
-            f"{100 * r.data_share:6.2f} {r.peak_rss_mb:11.0f} {r.steps_peak_rss_mb:10.0f} {r.rss_built_mb:9.0f} "
-            f"{r.ratio:6.2f}x"
+            f"{100 * r.data_share:6.2f} {r.peak_rss_mb:11.0f} {r.steps_peak_rss_mb:10.0f} "
+            f"{r.rss_built_mb:9.0f} {r.ratio:6.2f}x"
         )
     for space in spaces:
         p, e, *_ = (r for r in rows if r.space == space)

@@ -20,8 +20,8 @@ its own process, alternating. Prints the CPU model, the fp32 matmul rate, step t
 analytic FLOPs per step, FLOP rate and its share of the matmul rate, data-loading share,
 peak resident memory (of the whole process, and of the timed steps alone: after the
 warm-up step, which is where compiling happens) and the speedup over the plain
-implementation; two more rows, bf16 and bf16w, are the engine with search.precision=bf16 (bfloat16 autocast of both steps) and
-bf16_weights (of the weight step only; the architecture gradient in float32), with their
+implementation; two more rows, bf16 and bf16w, are the engine with search.precision=bf16
+(bfloat16 autocast of both steps) and bf16_weights (of the weight step only; the architecture gradient in float32), with their
 speed relative to the float32 engine's.
 
 --contention N: N busy processes (one core each) run during the measurement, and the fp32

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.spaces import get_space
-from diffnas.supernet.kernels import depthwise_conv, fast_depthwise
+from diffnas.supernet import kernels
+from diffnas.supernet.kernels import avg_pool3x3, depthwise_conv, fast_depthwise
 from diffnas.supernet.mixed import MixWeights
 from diffnas.supernet.plain import make_plain
 
@@ -105,6 +106,43 @@ def test_depthwise_kernel_matches_conv2d_gradients(k, d, s, size) -> None:
     ref = torch.autograd.grad(conv(x), (x, conv.weight), g)
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("s", [1, 2])
+@pytest.mark.parametrize("size", [(8, 8), (7, 6)])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_avg_pool_kernel_matches_avg_pool2d(s, size, fmt) -> None:
+    x = torch.randn(2, 3, *size, dtype=torch.double).contiguous(memory_format=fmt)
+    x.requires_grad_()
+    out = avg_pool3x3(x, s)
+    ref = F.avg_pool2d(x, 3, s, 1, count_include_pad=False)  # border cells average 4 or 6
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    # differentiable backward: second derivatives (exact Hessian-vector products) pass it
+    assert torch.autograd.gradgradcheck(lambda t: avg_pool3x3(t, s), (x,))
+
+
+def test_engine_pools_through_the_kernel_and_16_bit_outputs_stay_unbiased(monkeypatch) -> None:
+    calls: list[int] = []
+    real = kernels.avg_pool3x3
+    monkeypatch.setattr(
+        "diffnas.supernet.mixed.avg_pool",
+        lambda m, x: (calls.append(m.stride), real(x, m.stride))[1],
+    )
+    sp = get_space(SpaceConfig(name="darts", channels=4, layers=3))
+    net = sp.build_supernet(SupernetConfig(), 3, 10, 8)
+    w = {k: torch.softmax(torch.randn(s.shape), -1) for k, s in net.arch_specs.items()}
+    net(torch.randn(2, 3, 8, 8), MixWeights(w))
+    # 3 cells x 5 source nodes (the shared pool runs once per source node: 2 inputs + 3
+    # nodes feed edges): stride-2 pools in the reduction cell, stride 1 elsewhere
+    assert sorted(set(calls)) == [1, 2] and len(calls) == 3 * 5
+    # in bfloat16 the sum of nine inputs times 1/9 (not exact in bfloat16) stays unbiased:
+    # the mean ratio to the float64 average is 1 within bfloat16's rounding, not 1 + 2^-9
+    x = torch.rand(4, 8, 16, 16, dtype=torch.double) + 1
+    ref = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    ratio = avg_pool3x3(x.bfloat16(), 1).double() / ref
+    assert abs(ratio.mean().item() - 1) < 3e-4
 
 
 def alpha_grad(

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffnas.supernet.kernels import (
+    avg_pool,
     conv1x1_scaled_bn,
     depthwise_conv,
     depthwise_pointwise,
+    fast_avg_pool,
     fast_depthwise,
     pointwise_1x1,
     scaled_bn,
@@ -120,7 +122,7 @@ class SourceOps(nn.Module):
                     continue
                 if _is_shared(module):
                     if o not in shared:
-                        shared[o] = module(x)
+                        shared[o] = _run_shared(module, x)
                     acc = _add_weighted(acc, shared[o], w[e, o])
                     continue
                 body = _relu_body(module)
@@ -155,6 +157,15 @@ def _is_shared(m: nn.Module) -> bool:
         return True
     shared = getattr(m, "engine_shared", None)
     return bool(shared()) if callable(shared) else False
+
+
+def _run_shared(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """m(x) for a shared op, its 3x3 average pools computed as depthwise convolutions."""
+    if not isinstance(m, nn.Sequential) or x.dim() != 4:
+        return m(x)
+    for layer in m:
+        x = avg_pool(layer, x) if fast_avg_pool(layer) else layer(x)
+    return x
 
 
 Layer = Callable[[torch.Tensor], torch.Tensor]

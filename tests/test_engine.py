@@ -143,6 +143,12 @@ def test_engine_pools_through_the_kernel_and_16_bit_outputs_stay_unbiased(monkey
     ref = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
     ratio = avg_pool3x3(x.bfloat16(), 1).double() / ref
     assert abs(ratio.mean().item() - 1) < 3e-4
+    # and so under autocast (search.precision=bf16), where the counts are first computed
+    kernels._INV_COUNTS.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = avg_pool3x3(F.conv2d(x.float(), torch.eye(8).view(8, 8, 1, 1)), 1)
+    assert out.dtype == torch.bfloat16
+    assert abs((out.double() / ref).mean().item() - 1) < 3e-4
 
 
 def alpha_grad(

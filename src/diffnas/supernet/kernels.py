@@ -429,7 +429,8 @@ def _scaled_by_inv_count(t: torch.Tensor, h: int, w: int, stride: int) -> torch.
     if inv is None:
         ones = torch.ones(1, 1, h, w, device=t.device, dtype=dtype)
         box = torch.ones(1, 1, 3, 3, device=t.device, dtype=dtype)
-        inv = _INV_COUNTS[key] = F.conv2d(ones, box, None, stride, 1).reciprocal()
+        with torch.autocast(t.device.type, enabled=False):  # counts in `dtype`, not bf16
+            inv = _INV_COUNTS[key] = F.conv2d(ones, box, None, stride, 1).reciprocal()
     if t.dtype == dtype:
         return t * inv
     return (t.to(dtype) * inv).to(t.dtype)

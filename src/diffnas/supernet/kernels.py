@@ -21,6 +21,7 @@ from typing import Any, TypeGuard
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -61,12 +62,7 @@ def _depthwise_backward(
     c = x.shape[1]
     grad_x = grad_w = None
     if need_x:
-        g = grad
-        if stride > 1:  # zero-interleave back to the input's resolution
-            g = torch.zeros_like(x, memory_format=_format(grad))
-            g[:, :, ::stride, ::stride] = grad
-        grad_x = F.conv2d(g, weight.flip(-1, -2), None, 1, padding, dilation, c)
-        grad_x = grad_x[:, :, : x.shape[2], : x.shape[3]]
+        grad_x = _depthwise_input_grad(grad, weight, x.shape, x.dtype, stride, padding, dilation)
     if need_w:
         grad_w = torch.ops.aten.convolution_backward(
             grad,
@@ -82,6 +78,26 @@ def _depthwise_backward(
             [False, True, False],
         )[1]
     return grad_x, grad_w
+
+
+def _depthwise_input_grad(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    """The input gradient of a 'same'-padded depthwise conv with input `shape`: a depthwise
+    conv of the output gradient (zero-interleaved, in `dtype`, for stride 2) with the
+    flipped kernel."""
+    g = grad
+    if stride > 1:  # zero-interleave back to the input's resolution
+        g = grad.new_zeros(shape, dtype=dtype).contiguous(memory_format=_format(grad))
+        g[:, :, ::stride, ::stride] = grad
+    grad_x = F.conv2d(g, weight.flip(-1, -2), None, 1, padding, dilation, shape[1])
+    return grad_x[:, :, : shape[2], : shape[3]]
 
 
 class _DepthwisePointwise(torch.autograd.Function):
@@ -440,35 +456,27 @@ class _AvgPool3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, stride: int) -> torch.Tensor:
         c, h, w = x.shape[1:]
-        ctx.conf = (x.shape, stride, _format(x))
+        ctx.conf = (x.shape, stride)
         box = F.conv2d(x, x.new_ones(c, 1, 3, 3), None, stride, 1, 1, c)
         return _scaled_by_inv_count(box, h, w, stride)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        shape, stride, fmt = ctx.conf
-        c, h, w = shape[1:]
-        g = _scaled_by_inv_count(grad, h, w, stride)
-        if stride > 1:  # zero-interleave back to the input's resolution
-            full = grad.new_zeros(shape).contiguous(memory_format=fmt)
-            full[:, :, ::stride, ::stride] = g
-            g = full
-        grad_x = F.conv2d(g, grad.new_ones(c, 1, 3, 3), None, 1, 1, 1, c)
-        return grad_x, None
+        shape, stride = ctx.conf
+        g = _scaled_by_inv_count(grad, shape[2], shape[3], stride)
+        box = g.new_ones(shape[1], 1, 3, 3)  # the adjoint of the box sum is the box sum
+        return _depthwise_input_grad(g, box, shape, g.dtype, stride, 1, 1), None
 
 
 def fast_avg_pool(m: nn.Module) -> TypeGuard[nn.AvgPool2d]:
     """Whether `m` is a pool `avg_pool3x3` computes: nn.AvgPool2d(3, stride 1 or 2,
     padding=1, count_include_pad=False), no ceil mode, no divisor override."""
 
-    def pair(v: Any) -> tuple[int, int]:
-        return (v, v) if isinstance(v, int) else tuple(v)
-
     return (
         isinstance(m, nn.AvgPool2d)
-        and pair(m.kernel_size) == (3, 3)
-        and pair(m.padding) == (1, 1)
-        and pair(m.stride) in ((1, 1), (2, 2))
+        and _pair(m.kernel_size) == (3, 3)
+        and _pair(m.padding) == (1, 1)
+        and _pair(m.stride) in ((1, 1), (2, 2))
         and not m.count_include_pad
         and not m.ceil_mode
         and m.divisor_override is None
@@ -483,8 +491,7 @@ def avg_pool3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 def avg_pool(m: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
     """m(x) for a pool that `fast_avg_pool` accepts."""
-    stride = m.stride if isinstance(m.stride, int) else m.stride[0]
-    return avg_pool3x3(x, stride)
+    return avg_pool3x3(x, _pair(m.stride)[0])
 
 
 def dense_grad(x: torch.Tensor) -> torch.Tensor:

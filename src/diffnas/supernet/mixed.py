@@ -161,9 +161,9 @@ def _is_shared(m: nn.Module) -> bool:
 
 def _run_shared(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """m(x) for a shared op, its 3x3 average pools computed as depthwise convolutions."""
-    if not isinstance(m, nn.Sequential) or x.dim() != 4:
+    if x.dim() != 4:
         return m(x)
-    for layer in m:
+    for layer in m if isinstance(m, nn.Sequential) else [m]:
         x = avg_pool(layer, x) if fast_avg_pool(layer) else layer(x)
     return x
 

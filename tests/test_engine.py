@@ -108,6 +108,94 @@ def test_depthwise_kernel_matches_conv2d_gradients(k, d, s, size) -> None:
         torch.testing.assert_close(a, b)
 
 
+def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.detach().double() - ref.detach()).abs().max() / ref.detach().abs().max())
+
+
+@pytest.mark.parametrize(
+    ("k", "d", "s"), [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1), (5, 1, 2), (3, 2, 2)]
+)
+def test_depthwise_kernel_bf16_gradients_match_float64(k, d, s) -> None:
+    """bf16 depthwise convs (search.precision=bf16) against float64 on the bf16 values.
+
+    The shape is a darts search's first stage (channels-last, 32x32), where PyTorch 2.13's
+    own bfloat16 weight gradient for dilated kernels is wrong on CPUs with AMX (relative
+    error 1e+17 and more, measured on an AMX Xeon; exact elsewhere): the engine computes
+    that gradient in float32. Each value carries bfloat16's 2^-9 rounding: bound 2e-2."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, k, s, d * (k - 1) // 2, dilation=d, groups=16, bias=False)
+    x = torch.randn(8, 16, 32, 32).contiguous(memory_format=torch.channels_last).bfloat16()
+    w = conv.weight.detach().bfloat16()
+    x16, w16 = x.clone().requires_grad_(), w.clone().requires_grad_()
+    conv.weight = torch.nn.Parameter(w16)
+    out = depthwise_conv(conv, x16)
+    g = torch.randn(out.shape).contiguous(memory_format=torch.channels_last).bfloat16()
+    gx, gw = torch.autograd.grad(out, (x16, conv.weight), g)
+    assert out.dtype == gx.dtype == gw.dtype == torch.bfloat16
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = F.conv2d(x64, w64, None, s, d * (k - 1) // 2, d, 16)
+    rx, rw = torch.autograd.grad(ref, (x64, w64), g.double())
+    assert _rel_err(out, ref) < 2e-2
+    assert _rel_err(gx, rx) < 2e-2
+    assert _rel_err(gw, rw) < 2e-2
+
+
+def test_16_bit_batch_norm_takes_pytorch_kernel_and_matches_float64(monkeypatch) -> None:
+    """bf16 BN inputs (search.precision=bf16) skip the pairwise statistics (converting y to
+    float32 and squaring it costs more than bfloat16's rounding is worth) and take
+    PyTorch's kernel, forward and backward; the op weight's gradient comes out of its
+    backward too. Against float64 on the same bf16 values: within bfloat16's rounding."""
+    from diffnas.supernet.kernels import (
+        BatchStatsBatchNorm2d,
+        batch_norm,
+        conv1x1_scaled_bn,
+        scaled_bn,
+    )
+
+    def no_pairwise(y: torch.Tensor) -> None:
+        raise AssertionError(f"batch_stats called on {y.dtype}")
+
+    monkeypatch.setattr(kernels, "batch_stats", no_pairwise)
+    torch.manual_seed(0)
+    x = (1.0 + torch.randn(16, 8, 16, 16)).contiguous(memory_format=torch.channels_last)
+    x = x.bfloat16()
+    g = torch.randn(x.shape).contiguous(memory_format=torch.channels_last).bfloat16()
+    conv = torch.nn.Conv2d(8, 8, 1, bias=False)
+    cw = conv.weight.detach().bfloat16()  # the values the bf16 conv computes with
+    w = torch.tensor(0.3)
+
+    def with_conv(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if t.dtype == torch.float64:
+            t = F.conv2d(t, cw.double())
+            return F.batch_norm(t, None, None, s.reshape(1).expand(8), None, True)
+        return conv1x1_scaled_bn(conv, t, s, 1e-5)
+
+    for fn in (lambda t, s: batch_norm(t) * s, lambda t, s: scaled_bn(t, s, 1e-5), with_conv):
+        # the reference in NCHW: PyTorch 2.13's float64 BN backward after a channels-last
+        # conv returned values of 1e+175 on these tensors
+        xd, wd = x.double().contiguous().requires_grad_(), w.double().requires_grad_()
+        ref_out = (
+            fn(xd, wd) if fn is with_conv else F.batch_norm(xd, None, None, training=True) * wd
+        )
+        ref = torch.autograd.grad(ref_out, (xd, wd), g.double().contiguous())
+        xb, wb = x.clone().requires_grad_(), w.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as a bf16 search step runs
+            out = fn(xb, wb)
+            got = torch.autograd.grad(out, (xb, wb), g)
+        assert out.dtype == got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+        assert _rel_err(out, ref_out) < 1e-2
+        assert _rel_err(got[0], ref[0]) < 2e-2
+        assert abs(float(got[1]) - float(ref[1])) < 1e-2 * abs(float(ref[1]))
+    # the module: running statistics as nn.BatchNorm2d's in float64
+    ref_bn = torch.nn.BatchNorm2d(8, momentum=0.3).double()
+    bn = copy.deepcopy(ref_bn).float()
+    bn.__class__ = BatchStatsBatchNorm2d
+    for _ in range(2):
+        assert _rel_err(bn(x), ref_bn(x.double())) < 1e-2
+    torch.testing.assert_close(bn.running_mean.double(), ref_bn.running_mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bn.running_var.double(), ref_bn.running_var, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("s", [1, 2])
 @pytest.mark.parametrize("size", [(8, 8), (7, 6)])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])

@@ -64,10 +64,15 @@ def _depthwise_backward(
     if need_x:
         grad_x = _depthwise_input_grad(grad, weight, x.shape, x.dtype, stride, padding, dilation)
     if need_w:
+        # 16-bit x: PyTorch's bfloat16 kernel for this gradient (torch 2.13 CPU, oneDNN)
+        # returns wrong values for dilated depthwise convs on 32x32 inputs on CPUs with AMX
+        # (relative error 1e+17 and more) and takes 2-7x the float32 time for 5x5 and
+        # dilated kernels: it is computed in float32 instead (docs/engine.md)
+        half = _half(x)
         grad_w = torch.ops.aten.convolution_backward(
-            grad,
-            x,
-            weight,
+            grad.float() if half else grad,
+            x.float() if half else x,
+            weight.float() if half else weight,
             None,
             [stride, stride],
             [padding, padding],
@@ -77,6 +82,8 @@ def _depthwise_backward(
             c,
             [False, True, False],
         )[1]
+        if half:
+            grad_w = grad_w.to(weight.dtype)
     return grad_x, grad_w
 
 
@@ -126,15 +133,24 @@ class _DepthwisePointwise(torch.autograd.Function):
         need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
         h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
         grad_h, grad_pw = torch.ops.aten.convolution_backward(
-            grad, h, w_pw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+            grad, h, _like(w_pw, h), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
             [need_x or need_dw, need_pw, False],
         )[:2]  # fmt: skip
+        if grad_pw is not None:
+            grad_pw = grad_pw.to(w_pw.dtype)
         grad_x = grad_dw = None
         if need_x or need_dw:
             grad_x, grad_dw = _depthwise_backward(
                 grad_h, x, w_dw, stride, padding, dilation, need_x, need_dw
             )
         return grad_x, grad_dw, grad_pw, None, None, None
+
+
+def _like(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """weight in x's dtype, as autocast hands it to a forward conv. A backward kernel given
+    a float32 weight beside 16-bit tensors takes a slow mixed-dtype path (a 1x1 conv's
+    backward ~4x the time of a 3x3's in bf16)."""
+    return weight if weight.dtype == x.dtype else weight.to(x.dtype)
 
 
 def _format(t: torch.Tensor) -> torch.memory_format:
@@ -207,11 +223,23 @@ def _normalize(
     eps: float,
     stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch-statistics BN of y with `batch_stats` (or the given ones): (out, mean, invstd)."""
+    """Batch-statistics BN of y with `batch_stats` (or the given ones): (out, mean, invstd).
+
+    16-bit y (bf16 autocast) takes PyTorch's own kernel: its one float32 running sum per
+    channel errs ~1e-5 relative, far below the 2^-9 of y's own rounding, and it reads y
+    twice where `batch_stats` first converts y to float32 and squares it."""
+    if stats is None and _half(y):
+        out, mean, invstd = torch.native_batch_norm(y, weight, bias, None, None, True, 0.0, eps)
+        return out, mean, invstd
     mean, var = batch_stats(y) if stats is None else stats
     # eval mode normalizes with the statistics it is given: (y − mean) / √(var + eps) · w + b
     out = torch.native_batch_norm(y, weight, bias, mean, var, False, 0.0, eps)[0]
     return out, mean, torch.rsqrt(var + eps)
+
+
+def _half(y: torch.Tensor) -> bool:
+    """Whether y is 16-bit (computed under bf16 or fp16 autocast)."""
+    return y.dtype in (torch.bfloat16, torch.float16)
 
 
 def _grads_of(
@@ -272,7 +300,7 @@ def batch_norm(
 ) -> torch.Tensor:
     """F.batch_norm(y, None, None, weight, bias, training=True, eps=eps), with NCHW-level
     float accuracy for channels-last y (PyTorch's own kernel is used for NCHW y)."""
-    if y.dim() != 4 or y.is_contiguous():
+    if y.dim() != 4 or y.is_contiguous() or _half(y):  # 16-bit: see _normalize
         return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
     with torch.no_grad():
         stats = batch_stats(y)
@@ -287,8 +315,8 @@ class BatchStatsBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         batch = self.training or self.running_mean is None
-        if not batch or input.dim() != 4 or input.is_contiguous():
-            return super().forward(input)
+        if not batch or input.dim() != 4 or input.is_contiguous() or _half(input):
+            return super().forward(input)  # 16-bit input: see _normalize
         with torch.no_grad():
             mean, var = batch_stats(input)
             if self.training and self.track_running_stats and self.running_mean is not None:
@@ -321,6 +349,34 @@ def _scale_grad(
     return (per_channel * invstd).sum()
 
 
+def _scaled_bn_backward(
+    grad: torch.Tensor,
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    mean: torch.Tensor,
+    invstd: torch.Tensor,
+    eps: float,
+    need_y: bool,
+    need_w: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The gradients of batch_norm(y, weight=scale) (batch statistics, scale = w·1) for y
+    and for the one-element w. 16-bit y: both from PyTorch's kernel in one pass (its float32
+    running sums err far below y's own rounding, as in `_normalize`); else w's from
+    `_scale_grad`, summed pairwise."""
+    half = _half(y)
+    mask = [need_y, need_w and half, False]
+    grad_y = grad_w = None
+    if any(mask):
+        grad_y, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
+            grad, y, scale, None, None, mean, invstd, True, eps, mask
+        )
+        if need_w and half:
+            grad_w = grad_scale.sum()
+    if need_w and not half:
+        grad_w = _scale_grad(grad, y, mean, invstd)
+    return grad_y, grad_w
+
+
 class _ScaledBN(torch.autograd.Function):
     """batch_norm(y, weight=w·1) with batch statistics, w a one-element tensor (an op weight)."""
 
@@ -344,14 +400,8 @@ class _ScaledBN(torch.autograd.Function):
                 return F.batch_norm(y, None, None, s, None, True, 0.0, eps)
 
             return (*_grads_of(sbn, (y, w), [need_y, need_w], grad), None)
-        grad_y = grad_w = None
-        if need_y:
-            grad_y = torch.ops.aten.native_batch_norm_backward(
-                grad, y, scale, None, None, mean, invstd, True, ctx.eps, [True, False, False]
-            )[0]
-        if need_w:
-            grad_w = _scale_grad(grad, y, mean, invstd).reshape(ctx.w_shape)
-        return grad_y, grad_w, None
+        grad_y, grad_w = _scaled_bn_backward(grad, y, scale, mean, invstd, ctx.eps, need_y, need_w)
+        return grad_y, None if grad_w is None else grad_w.reshape(ctx.w_shape), None
 
 
 def scaled_bn(y: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -393,17 +443,19 @@ class _ConvScaledBN(torch.autograd.Function):
             needs = [need_x, need_w, need_scale]
             return (*_grads_of(cbn, (x, weight, w), needs, grad), None)
         y = F.conv2d(x, weight)
-        grad_y = grad_x = grad_w = grad_scale = None
-        if need_x or need_w:
-            grad_y = torch.ops.aten.native_batch_norm_backward(
-                grad, y, scale, None, None, mean, invstd, True, ctx.eps, [True, False, False]
-            )[0]
+        grad_x = grad_w = None
+        grad_y, grad_scale = _scaled_bn_backward(
+            grad, y, scale, mean, invstd, ctx.eps, need_x or need_w, need_scale
+        )
+        if grad_y is not None:
             grad_x, grad_w = torch.ops.aten.convolution_backward(
-                grad_y, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                grad_y, x, _like(weight, x), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                 [need_x, need_w, False],
             )[:2]  # fmt: skip
-        if need_scale:
-            grad_scale = _scale_grad(grad, y, mean, invstd).reshape(ctx.w_shape)
+            if grad_w is not None:
+                grad_w = grad_w.to(weight.dtype)
+        if grad_scale is not None:
+            grad_scale = grad_scale.reshape(ctx.w_shape)
         return grad_x, grad_w, grad_scale, None
 
 

@@ -230,6 +230,10 @@ def test_bench_runs_skips_finished_and_resumes_killed_runs(tmp_path, tiny_protoc
     assert (killed.run_dir / "checkpoint.pt").exists()
     rec = run_job(killed)
     assert rec["status"] == "done" and rec["resumed"]
+    # the machine is on record: a table completed over sittings may mix CPUs
+    from diffnas.bench.speed import cpu_model
+
+    assert rec["cpu"] == cpu_model() and rec["torch"] == torch.__version__
     row = read_row(killed.run_dir, "darts2", 0)
     assert row.status == "done" and row.epochs_done == 2 and len(row.curve) == 2
     # killed without a record of its start (an older bench): its wall time is unknown

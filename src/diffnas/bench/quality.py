@@ -273,6 +273,13 @@ def run_job(job: Job) -> dict[str, Any]:
     # a record of the running search: if it is killed, the next bench's resume counts its
     # wall time up to its last checkpoint (prior_wall)
     record |= {"started_unix": round(time.time(), 3), "prior_wall_s": prior}
+    # the machine this invocation ran on: a table completed over several sittings may mix
+    # CPUs, whose wall times do not compare
+    import torch
+
+    from diffnas.bench.speed import cpu_model
+
+    record |= {"cpu": cpu_model(), "torch": torch.__version__}
     atomic_write_json(run.path / BENCH_FILE, record | {"status": "running"})
     try:
         if resumed:

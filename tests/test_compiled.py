@@ -54,6 +54,35 @@ def test_compiled_cells_give_the_eager_loss_and_gradients() -> None:
     assert any(g is not None and g.abs().sum() > 0 for g in got[: len(s.arch_parameters())])
 
 
+def test_a_compiled_cell_is_not_compiled_again_on_the_next_step() -> None:
+    """The average-pool kernel caches its 1/count map; a compiled cell computes the map in
+    its graph instead: a lookup made the graph depend on the cache's contents, and every
+    cell compiled while the cache lacked its key was compiled again on the next step (a
+    darts supernet: a second step as slow as the first)."""
+    from torch._dynamo.utils import counters
+
+    from diffnas.search import Searcher
+    from diffnas.supernet import kernels
+    from diffnas.supernet.dag import SearchDAG
+
+    torch._dynamo.reset()
+    kernels._INV_COUNTS.clear()
+    pools = [*TINY[:3], "space.exclude_ops=[nor_conv_1x1,nor_conv_3x3]", *TINY[4:]]
+    s = Searcher(
+        load_config(["darts"], [*pools, "search.compile=cell", "search.compile_backend=aot_eager"])
+    )
+    cells = [m for m in s.model.modules() if isinstance(m, SearchDAG)]
+    for c in cells[1:]:
+        c._compiled_call_impl = None
+    x, y = next(s.data.train.epoch(0))
+    compiled = []
+    for _ in range(3):
+        loss = F.cross_entropy(s.forward(x, s.relaxation.mix(s.arch)), y)
+        loss.backward()
+        compiled.append(counters["stats"]["unique_graphs"])
+    assert compiled[0] >= 1 and compiled[1:] == [compiled[0]] * 2, compiled
+
+
 def test_compile_settings_are_checked() -> None:
     from diffnas.supernet.compiled import compile_cells
 

@@ -493,12 +493,16 @@ def _scaled_by_inv_count(t: torch.Tensor, h: int, w: int, stride: int) -> torch.
     taken in float32 for 16-bit t (1/9 is not exact there) and returned in t's dtype."""
     dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     key = (h, w, stride, t.device, dtype)
-    inv = _INV_COUNTS.get(key)
+    # compiled cells compute the map in the graph (a constant there): a lookup would make
+    # the graph depend on the cache's contents, recompiling once the cache has the key
+    inv = None if torch.compiler.is_compiling() else _INV_COUNTS.get(key)
     if inv is None:
         ones = torch.ones(1, 1, h, w, device=t.device, dtype=dtype)
         box = torch.ones(1, 1, 3, 3, device=t.device, dtype=dtype)
         with torch.autocast(t.device.type, enabled=False):  # counts in `dtype`, not bf16
-            inv = _INV_COUNTS[key] = F.conv2d(ones, box, None, stride, 1).reciprocal()
+            inv = F.conv2d(ones, box, None, stride, 1).reciprocal()
+        if not torch.compiler.is_compiling():
+            _INV_COUNTS[key] = inv
     if t.dtype == dtype:
         return t * inv
     return (t.to(dtype) * inv).to(t.dtype)

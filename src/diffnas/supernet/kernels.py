@@ -4,7 +4,8 @@ Depthwise convolution: PyTorch's CPU backward for the input gradient of a depthw
 with dilation or stride runs at a fraction of the forward's speed; the input gradient is
 itself a depthwise convolution (of the output gradient, zero-interleaved for stride 2,
 with the flipped kernel), which runs at forward speed. The weight gradient stays
-PyTorch's. Results equal F.conv2d's to float rounding (tests/test_engine.py).
+PyTorch's, computed in float32 for 16-bit inputs (its bf16 kernel can be wrong, see
+`_depthwise_backward`). Results equal F.conv2d's to float rounding (tests/test_engine.py).
 
 3x3 average pooling (padding 1, padded cells not counted): PyTorch's CPU pooling kernels
 take several times longer than a depthwise convolution over the same tensor (channels-last,
@@ -299,7 +300,8 @@ def batch_norm(
     eps: float = 1e-5,
 ) -> torch.Tensor:
     """F.batch_norm(y, None, None, weight, bias, training=True, eps=eps), with NCHW-level
-    float accuracy for channels-last y (PyTorch's own kernel is used for NCHW y)."""
+    float accuracy for channels-last y (PyTorch's own kernel is used for NCHW y and for
+    16-bit y, see `_normalize`)."""
     if y.dim() != 4 or y.is_contiguous() or _half(y):  # 16-bit: see _normalize
         return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
     with torch.no_grad():

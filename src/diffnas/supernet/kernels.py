@@ -133,25 +133,27 @@ class _DepthwisePointwise(torch.autograd.Function):
         stride, padding, dilation = ctx.conf
         need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
         h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
-        grad_h, grad_pw = torch.ops.aten.convolution_backward(
-            grad, h, _like(w_pw, h), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-            [need_x or need_dw, need_pw, False],
-        )[:2]  # fmt: skip
-        if grad_pw is not None:
-            grad_pw = grad_pw.to(w_pw.dtype)
+        grad_h, grad_pw = _pointwise_backward(grad, h, w_pw, need_x or need_dw, need_pw)
         grad_x = grad_dw = None
-        if need_x or need_dw:
+        if grad_h is not None:  # need_x or need_dw
             grad_x, grad_dw = _depthwise_backward(
                 grad_h, x, w_dw, stride, padding, dilation, need_x, need_dw
             )
         return grad_x, grad_dw, grad_pw, None, None, None
 
 
-def _like(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """weight in x's dtype, as autocast hands it to a forward conv. A backward kernel given
-    a float32 weight beside 16-bit tensors takes a slow mixed-dtype path (a 1x1 conv's
-    backward ~4x the time of a 3x3's in bf16)."""
-    return weight if weight.dtype == x.dtype else weight.to(x.dtype)
+def _pointwise_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_w: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The input and weight gradients of a plain 1x1 conv. The weight is handed to the
+    kernel in x's dtype, as autocast hands it to the forward: given a float32 weight beside
+    16-bit tensors the kernel takes a slow mixed-dtype path (~4x a 3x3's backward in bf16);
+    the weight gradient is returned in the weight's dtype."""
+    w = weight if weight.dtype == x.dtype else weight.to(x.dtype)
+    grad_x, grad_w = torch.ops.aten.convolution_backward(
+        grad, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False]
+    )[:2]
+    return grad_x, None if grad_w is None else grad_w.to(weight.dtype)
 
 
 def _format(t: torch.Tensor) -> torch.memory_format:
@@ -209,8 +211,6 @@ def batch_stats(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     |mean| ≫ std, which the supernet's BN inputs (conv and pool outputs) are not; a second
     pass over y − mean would cost ~10 % of a darts step.
     """
-    if y.dtype in (torch.bfloat16, torch.float16):  # autocast (search.precision)
-        y = y.float()  # statistics in float32, as the BN parameters they meet
     c = y.shape[1]
     n = y.numel() // c
     mean = y.sum(dim=(0, 2, 3)) / n
@@ -241,6 +241,12 @@ def _normalize(
 def _half(y: torch.Tensor) -> bool:
     """Whether y is 16-bit (computed under bf16 or fp16 autocast)."""
     return y.dtype in (torch.bfloat16, torch.float16)
+
+
+def _pairwise_stats(y: torch.Tensor) -> bool:
+    """Whether a batch-statistics BN of y takes `batch_stats`: 4-D channels-last y of 32 or
+    64 bits. NCHW y and 16-bit y take PyTorch's kernel (see `_normalize`)."""
+    return y.dim() == 4 and not y.is_contiguous() and not _half(y)
 
 
 def _grads_of(
@@ -302,7 +308,7 @@ def batch_norm(
     """F.batch_norm(y, None, None, weight, bias, training=True, eps=eps), with NCHW-level
     float accuracy for channels-last y (PyTorch's own kernel is used for NCHW y and for
     16-bit y, see `_normalize`)."""
-    if y.dim() != 4 or y.is_contiguous() or _half(y):  # 16-bit: see _normalize
+    if not _pairwise_stats(y):
         return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
     with torch.no_grad():
         stats = batch_stats(y)
@@ -317,8 +323,8 @@ class BatchStatsBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         batch = self.training or self.running_mean is None
-        if not batch or input.dim() != 4 or input.is_contiguous() or _half(input):
-            return super().forward(input)  # 16-bit input: see _normalize
+        if not batch or not _pairwise_stats(input):
+            return super().forward(input)
         with torch.no_grad():
             mean, var = batch_stats(input)
             if self.training and self.track_running_stats and self.running_mean is not None:
@@ -450,12 +456,7 @@ class _ConvScaledBN(torch.autograd.Function):
             grad, y, scale, mean, invstd, ctx.eps, need_x or need_w, need_scale
         )
         if grad_y is not None:
-            grad_x, grad_w = torch.ops.aten.convolution_backward(
-                grad_y, x, _like(weight, x), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                [need_x, need_w, False],
-            )[:2]  # fmt: skip
-            if grad_w is not None:
-                grad_w = grad_w.to(weight.dtype)
+            grad_x, grad_w = _pointwise_backward(grad_y, x, weight, need_x, need_w)
         if grad_scale is not None:
             grad_scale = grad_scale.reshape(ctx.w_shape)
         return grad_x, grad_w, grad_scale, None
@@ -497,13 +498,14 @@ def _scaled_by_inv_count(t: torch.Tensor, h: int, w: int, stride: int) -> torch.
     key = (h, w, stride, t.device, dtype)
     # compiled cells compute the map in the graph (a constant there): a lookup would make
     # the graph depend on the cache's contents, recompiling once the cache has the key
-    inv = None if torch.compiler.is_compiling() else _INV_COUNTS.get(key)
+    compiling = torch.compiler.is_compiling()
+    inv = None if compiling else _INV_COUNTS.get(key)
     if inv is None:
         ones = torch.ones(1, 1, h, w, device=t.device, dtype=dtype)
         box = torch.ones(1, 1, 3, 3, device=t.device, dtype=dtype)
         with torch.autocast(t.device.type, enabled=False):  # counts in `dtype`, not bf16
             inv = F.conv2d(ones, box, None, stride, 1).reciprocal()
-        if not torch.compiler.is_compiling():
+        if not compiling:
             _INV_COUNTS[key] = inv
     if t.dtype == dtype:
         return t * inv

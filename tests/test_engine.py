@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffnas.config import SpaceConfig, SupernetConfig
 from diffnas.spaces import get_space
@@ -237,6 +238,61 @@ def test_engine_pools_through_the_kernel_and_16_bit_outputs_stay_unbiased(monkey
         out = avg_pool3x3(F.conv2d(x.float(), torch.eye(8).view(8, 8, 1, 1)), 1)
     assert out.dtype == torch.bfloat16
     assert abs((out.double() / ref).mean().item() - 1) < 3e-4
+
+
+class _WeightGradCount(TorchDispatchMode):
+    """Counts the convolution backwards that compute a weight gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight_grads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default and args[10][1]:
+            self.weight_grads += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_an_alpha_gradient_computes_no_weight_gradient_and_a_weight_gradient_still_does() -> None:
+    # An architecture step takes torch.autograd.grad(loss, α): PyTorch's own ops skip the
+    # weights' gradients then; the engine's Functions used to compute them anyway (a
+    # quarter of a darts architecture step). Reference: the plain supernet's gradients.
+    torch.manual_seed(0)
+    sp = get_space(SpaceConfig(name="darts", channels=4, layers=3))
+    engine = sp.build_supernet(SupernetConfig(), 3, 10, 8)
+    plain = make_plain(copy.deepcopy(engine))
+    alpha = {k: torch.randn(s.shape) for k, s in engine.arch_specs.items()}
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+
+    def loss_of(net, a):
+        return F.cross_entropy(
+            net(x, MixWeights({k: torch.softmax(v, -1) for k, v in a.items()})), y
+        )
+
+    a_e = {k: v.clone().requires_grad_() for k, v in alpha.items()}
+    a_p = {k: v.clone().requires_grad_() for k, v in alpha.items()}
+    count = _WeightGradCount()
+    with count:
+        g_e = torch.autograd.grad(loss_of(engine, a_e), list(a_e.values()))
+    g_p = torch.autograd.grad(loss_of(plain, a_p), list(a_p.values()))
+    assert count.weight_grads == 0
+    for e, p in zip(g_e, g_p, strict=True):
+        torch.testing.assert_close(e, p, rtol=1e-4, atol=1e-5)
+
+    # the weights' gradients alone (as the second-order updater asks): the engine's
+    # depthwise and 1x1 weights get theirs
+    names = [n for n, p in engine.named_parameters() if p.dim() == 4 and p.shape[1] == 1][:3]
+    names += [n for n, p in engine.named_parameters() if p.shape[-2:] == (1, 1)][:3]
+    w_e = [engine.get_parameter(n) for n in names]
+    w_p = [plain.get_parameter(n) for n in names]
+    count = _WeightGradCount()
+    with count:
+        gw_e = torch.autograd.grad(loss_of(engine, alpha), w_e)
+    gw_p = torch.autograd.grad(loss_of(plain, alpha), w_p)
+    assert count.weight_grads > 0
+    for name, e, p in zip(names, gw_e, gw_p, strict=True):
+        assert e.abs().sum() > 0, name
+        torch.testing.assert_close(e, p, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def alpha_grad(

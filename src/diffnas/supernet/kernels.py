@@ -43,7 +43,7 @@ class _DepthwiseConv(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
-        need_x, need_w = ctx.needs_input_grad[:2]
+        need_x, need_w = _wanted(ctx, 0), _wanted(ctx, 1)
         grad_x, grad_w = _depthwise_backward(
             grad, x, weight, stride, padding, dilation, need_x, need_w
         )
@@ -131,7 +131,9 @@ class _DepthwisePointwise(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w_dw, w_pw = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
-        need_x, need_dw, need_pw = ctx.needs_input_grad[:3]
+        need_x, need_dw, need_pw = (_wanted(ctx, i) for i in range(3))
+        if not (need_x or need_dw or need_pw):
+            return None, None, None, None, None, None
         h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
         grad_h, grad_pw = _pointwise_backward(grad, h, w_pw, need_x or need_dw, need_pw)
         grad_x = grad_dw = None
@@ -164,6 +166,34 @@ def _format(t: torch.Tensor) -> torch.memory_format:
     )
 
 
+def _leaf_edge(t: torch.Tensor) -> torch.Tensor:
+    """t, through a view when it is a leaf that takes gradients (a parameter): the Functions
+    below hand their parameters in this way so that their backward can ask the engine
+    whether the parameter's gradient is wanted (`_wanted`), which it cannot answer for a
+    leaf during torch.autograd.grad. Compiled cells take t as it is."""
+    leaf = t.is_leaf and t.requires_grad and torch.is_grad_enabled()
+    return t.view_as(t) if leaf and not torch.compiler.is_compiling() else t
+
+
+def _wanted(ctx: Any, i: int) -> bool:
+    """Whether the backward of `ctx` must compute the gradient of its i-th input: the input
+    takes gradients and this backward pass will use it. An architecture step's
+    torch.autograd.grad(loss, α) reaches the ops' convolutions but never their weights'
+    gradients (PyTorch's own ops skip those by themselves); the engine is asked through
+    the input's graph node (`_leaf_edge` puts a view before a parameter)."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    if torch.compiler.is_compiling():  # traced once for every later pass: all of them
+        return True
+    node = ctx.next_functions[i][0]
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except RuntimeError:  # a leaf during torch.autograd.grad: the engine cannot tell
+        return True
+
+
 def fast_depthwise(m: nn.Conv2d) -> bool:
     """Whether `m` is a conv the depthwise kernel computes exactly (square, symmetric pad)."""
     k, s, p, d = m.kernel_size, m.stride, m.padding, m.dilation
@@ -182,7 +212,8 @@ def fast_depthwise(m: nn.Conv2d) -> bool:
 
 def depthwise_conv(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """m(x) for a conv that `fast_depthwise` accepts, with the faster backward."""
-    return _DepthwiseConv.apply(x, m.weight, m.stride[0], m.padding[0], m.dilation[0])
+    w = _leaf_edge(m.weight)
+    return _DepthwiseConv.apply(x, w, m.stride[0], m.padding[0], m.dilation[0])
 
 
 class _DenseGrad(torch.autograd.Function):
@@ -283,7 +314,7 @@ class _BatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         y, weight, bias, mean, invstd = ctx.saved_tensors
-        mask = list(ctx.needs_input_grad[:3])
+        mask = [_wanted(ctx, i) for i in range(3)]
         if not any(mask):
             return None, None, None, None, None
         if torch.is_grad_enabled():  # create_graph: second derivatives wanted
@@ -399,7 +430,7 @@ class _ScaledBN(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         y, w, scale, mean, invstd = ctx.saved_tensors
-        need_y, need_w = ctx.needs_input_grad[:2]
+        need_y, need_w = _wanted(ctx, 0), _wanted(ctx, 1)
         if torch.is_grad_enabled():  # create_graph: second derivatives wanted
             eps = ctx.eps
 
@@ -439,7 +470,7 @@ class _ConvScaledBN(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, w, scale, mean, invstd = ctx.saved_tensors
-        need_x, need_w, need_scale = ctx.needs_input_grad[:3]
+        need_x, need_w, need_scale = (_wanted(ctx, i) for i in range(3))
         if torch.is_grad_enabled():  # create_graph: second derivatives wanted
             eps = ctx.eps
 
@@ -466,7 +497,7 @@ def conv1x1_scaled_bn(
     conv: nn.Conv2d, x: torch.Tensor, w: torch.Tensor, eps: float
 ) -> torch.Tensor:
     """w · batch_norm(conv(x)) for `pointwise_1x1(conv)`, without keeping conv(x); w: one element."""
-    return _ConvScaledBN.apply(x, conv.weight, w, eps)
+    return _ConvScaledBN.apply(x, _leaf_edge(conv.weight), w, eps)
 
 
 def pointwise_1x1(m: nn.Conv2d) -> bool:
@@ -482,9 +513,8 @@ def pointwise_1x1(m: nn.Conv2d) -> bool:
 
 def depthwise_pointwise(dw: nn.Conv2d, pw: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """pw(dw(x)) for `fast_depthwise(dw)` and `pointwise_1x1(pw)`, without keeping dw(x)."""
-    return _DepthwisePointwise.apply(
-        x, dw.weight, pw.weight, dw.stride[0], dw.padding[0], dw.dilation[0]
-    )
+    w_dw, w_pw = _leaf_edge(dw.weight), _leaf_edge(pw.weight)
+    return _DepthwisePointwise.apply(x, w_dw, w_pw, dw.stride[0], dw.padding[0], dw.dilation[0])
 
 
 _INV_COUNTS: dict[tuple[int, int, int, torch.device, torch.dtype], torch.Tensor] = {}

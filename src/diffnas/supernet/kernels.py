@@ -134,8 +134,12 @@ class _DepthwisePointwise(torch.autograd.Function):
         need_x, need_dw, need_pw = (_wanted(ctx, i) for i in range(3))
         if not (need_x or need_dw or need_pw):
             return None, None, None, None, None, None
-        h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
-        grad_h, grad_pw = _pointwise_backward(grad, h, w_pw, need_x or need_dw, need_pw)
+        grad_pw = None
+        if need_pw:  # the 1x1's weight gradient takes the depthwise output: recomputed
+            h = F.conv2d(x, w_dw, None, stride, padding, dilation, x.shape[1])
+            grad_h, grad_pw = _pointwise_backward(grad, h, w_pw, need_x or need_dw, True)
+        else:  # an architecture step's backward: the input gradient needs no h
+            grad_h = F.conv2d(grad, _in_dtype(w_pw, grad).transpose(0, 1))
         grad_x = grad_dw = None
         if grad_h is not None:  # need_x or need_dw
             grad_x, grad_dw = _depthwise_backward(
@@ -151,11 +155,16 @@ def _pointwise_backward(
     kernel in x's dtype, as autocast hands it to the forward: given a float32 weight beside
     16-bit tensors the kernel takes a slow mixed-dtype path (~4x a 3x3's backward in bf16);
     the weight gradient is returned in the weight's dtype."""
-    w = weight if weight.dtype == x.dtype else weight.to(x.dtype)
+    w = _in_dtype(weight, x)
     grad_x, grad_w = torch.ops.aten.convolution_backward(
         grad, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False]
     )[:2]
     return grad_x, None if grad_w is None else grad_w.to(weight.dtype)
+
+
+def _in_dtype(weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """weight in t's dtype (a float32 weight beside bf16 tensors under autocast)."""
+    return weight if weight.dtype == t.dtype else weight.to(t.dtype)
 
 
 def _format(t: torch.Tensor) -> torch.memory_format:

@@ -153,14 +153,17 @@ def available_mb(device: torch.device) -> float:
 
 
 class _SavedBytes:
-    """Bytes of the distinct storages autograd saves for backward while active."""
+    """Bytes of the distinct storages autograd saves for backward while active, less the
+    search's parameters (weights and α), whether saved as themselves or as views (the
+    hand-written kernels save views of weights: see supernet.kernels._leaf_edge)."""
 
-    def __init__(self) -> None:
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
         self.storages: dict[int, int] = {}
+        self.weights = {p.untyped_storage().data_ptr() for p in params}
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.nn.Parameter):
-            s = t.untyped_storage()
+        s = t.untyped_storage()
+        if s.data_ptr() not in self.weights:
             self.storages[s.data_ptr()] = s.nbytes()
         return t
 
@@ -171,7 +174,7 @@ class _SavedBytes:
 
 def _probe_step(s: Any, batch: tuple[torch.Tensor, torch.Tensor], val: Any) -> tuple[float, float]:
     """(seconds, MB kept for backward) of one search step on `batch`."""
-    saved = _SavedBytes()
+    saved = _SavedBytes([*s.model.parameters(), *s.arch_parameters()])
     peak = 0.0
     timer = StepTimer(s.device, sync=True)
     for step in ("arch", "weight"):

@@ -203,6 +203,22 @@ def test_method_specs_parse() -> None:
         MethodSpec.parse("darts+")
 
 
+def test_only_plans_the_named_runs_of_the_grid(tmp_path, tiny_protocol) -> None:
+    from diffnas.errors import ConfigError
+
+    methods = [MethodSpec.parse("darts"), MethodSpec.parse("gdas")]
+    out = tmp_path / "bench"
+    full = plan(methods, [0, 1], out, tiny_protocol, jobs=1)
+    assert [(j.method, j.seed) for j in full.jobs] == [
+        ("darts", 0), ("gdas", 0), ("darts", 1), ("gdas", 1)
+    ]  # fmt: skip
+    part = plan(methods, [0, 1], out, tiny_protocol, jobs=1, only=["gdas-s1", "darts-s0"])
+    assert [(j.method, j.seed) for j in part.jobs] == [("darts", 0), ("gdas", 1)]
+    assert part.skipped == []
+    with pytest.raises(ConfigError, match=r"not in it: gdas-s2 .*darts-s0, gdas-s0"):
+        plan(methods, [0, 1], out, tiny_protocol, jobs=1, only=["gdas-s2"])
+
+
 def test_bench_runs_skips_finished_and_resumes_killed_runs(tmp_path, tiny_protocol) -> None:
     methods = [MethodSpec.parse("darts"), MethodSpec.parse("random_search")]
     extra = ["search.derive={name: random_search, samples: 4, eval_images: 50}"]

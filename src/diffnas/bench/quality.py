@@ -142,12 +142,23 @@ def plan(
     jobs: int | None = None,
     threads: int | None = None,
     cores: int | None = None,
+    only: Sequence[str] | None = None,
 ) -> BenchPlan:
-    """Every (method, seed) run; seed-major order, so a cut-short bench covers every method."""
+    """Every (method, seed) run; seed-major order, so a cut-short bench covers every method.
+    `only`: run just these of the grid, named as their folders (`METHOD-sSEED`); the others
+    are neither run nor skipped (the table still covers them as they are on disk)."""
     labels = [m.label for m in methods]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:
         raise ConfigError(f"method labels must be unique, repeated: {', '.join(sorted(dup))}")
+    if only is not None:
+        grid = [f"{m}-s{s}" for s in seeds for m in labels]
+        unknown = [r for r in only if r not in grid]
+        if unknown:
+            raise ConfigError(
+                f"--only names runs of the grid as METHOD-sSEED; not in it: {', '.join(unknown)} "
+                f"(the grid of --methods x --seeds: {', '.join(grid)})"
+            )
     cores = cores or os.cpu_count() or 1
     # the cores are shared among the searches running at once: one thread each unless
     # --jobs says how many run at once
@@ -161,6 +172,8 @@ def plan(
     result = BenchPlan([], protocol or "", threads, parallel)
     for seed in seeds:
         for m in methods:
+            if only is not None and f"{m.label}-s{seed}" not in only:
+                continue
             cfg = resolve_config(m, protocol, seed, extra, threads)
             job = Job(m.label, seed, run_dir_for(out, m.label, seed), to_dict(cfg))
             check_same_settings(job)

@@ -47,6 +47,7 @@ examples:
   diffnas bench quality --dataset cifar10 --data-root DIR --out bench/quality
   diffnas bench quality --methods gdas darts_long:darts+search.epochs=30 --seeds 0 1 2
   diffnas bench quality --protocol protocols/nb201_cpu --jobs 2 --threads 1 --out bench/q
+  diffnas bench quality --methods darts gdas --seeds 0 1 2 --only gdas-s1 --out bench/q
   diffnas bench quality --out bench/quality --table-only
 """
 
@@ -148,6 +149,13 @@ def _register_quality(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="default 0 1 2")
     q.add_argument(
+        "--only",
+        nargs="+",
+        metavar="RUN",
+        help="run just these runs of the methods x seeds grid, named as their folders under "
+        "OUT/runs (METHOD-sSEED, e.g. gdas-s1); the table and plots still cover the whole grid",
+    )
+    q.add_argument(
         "--protocol",
         default=DEFAULT_PROTOCOL,
         help=f"config layered after each method (default {DEFAULT_PROTOCOL}); 'none': no protocol",
@@ -228,7 +236,14 @@ def run_quality(args: argparse.Namespace) -> int:
     try:
         if not args.table_only:
             bench = quality.plan(
-                methods, args.seeds, out, protocol, extra, jobs=args.jobs, threads=args.threads
+                methods,
+                args.seeds,
+                out,
+                protocol,
+                extra,
+                jobs=args.jobs,
+                threads=args.threads,
+                only=args.only,
             )
             console.print(
                 f"{len(bench.jobs)} search(es) to run, {len(bench.skipped)} finished already; "

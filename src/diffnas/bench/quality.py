@@ -117,8 +117,13 @@ def resolve_config(
     return load_config(sources, overrides)
 
 
+def run_name(method: str, seed: int) -> str:
+    """A run's folder name under OUT/runs, and its name for `--only`."""
+    return f"{method}-s{seed}"
+
+
 def run_dir_for(out: Path, method: str, seed: int) -> Path:
-    return out / "runs" / f"{method}-s{seed}"
+    return out / "runs" / run_name(method, seed)
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -152,7 +157,7 @@ def plan(
     if dup:
         raise ConfigError(f"method labels must be unique, repeated: {', '.join(sorted(dup))}")
     if only is not None:
-        grid = [f"{m}-s{s}" for s in seeds for m in labels]
+        grid = [run_name(m, s) for s in seeds for m in labels]
         unknown = [r for r in only if r not in grid]
         if unknown:
             raise ConfigError(
@@ -172,7 +177,7 @@ def plan(
     result = BenchPlan([], protocol or "", threads, parallel)
     for seed in seeds:
         for m in methods:
-            if only is not None and f"{m.label}-s{seed}" not in only:
+            if only is not None and run_name(m.label, seed) not in only:
                 continue
             cfg = resolve_config(m, protocol, seed, extra, threads)
             job = Job(m.label, seed, run_dir_for(out, m.label, seed), to_dict(cfg))

@@ -157,6 +157,11 @@ class SearchConfig:
     # torch.compile's mode for the cells: default, reduce-overhead (CUDA graphs on a GPU: the
     # step's shapes are fixed), max-autotune, max-autotune-no-cudagraphs; inductor only
     compile_mode: str = "default"
+    # the share (0-1] of a compiled cell's activations its backward may keep; the rest is
+    # recomputed in the backward (AOTAutograd's activation_memory_budget; 1: keep all it
+    # chooses to, PyTorch's default). 0.5 keeps a compiled step's peak memory under the
+    # eager engine's: docs/engine.md#compiled-cells-searchcompile
+    compile_memory_budget: float = 0.5
     # the steps' losses are checked for NaN/inf on the host after every this many steps, at
     # each epoch's end and before each checkpoint; a non-finite one stops the run naming the
     # exact step that made it. null: 1 on cpu (a host read costs nothing there), 50 on cuda
@@ -702,6 +707,11 @@ def check_values(config: Config) -> None:
         raise ConfigError(
             f"search.compile_mode must be one of {', '.join(COMPILE_MODES)} (torch.compile's "
             f"mode; reduce-overhead: CUDA graphs on a GPU), got {s.compile_mode!r}"
+        )
+    if not 0 < s.compile_memory_budget <= 1:
+        raise ConfigError(
+            f"search.compile_memory_budget must be in (0, 1] (the share of a compiled cell's "
+            f"activations kept for backward; 1: PyTorch's default), got {s.compile_memory_budget}"
         )
     at_least(s.finite_check_every, 1, "search.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
     at_least(s.warmup_epochs, 0, "search.warmup_epochs")

@@ -7,13 +7,17 @@ parameters as graph inputs). The engine's autograd Functions are traced into the
 with their hand-written backwards. The stem, the classifier and the loss stay eager.
 Inductor's compiled kernels are cached on disk (TORCHINDUCTOR_CACHE_DIR, set here to
 `<cache>/inductor` unless the environment names one), so a second run with the same
-shapes skips most of the compile time.
+shapes skips most of the compile time. `memory_budget` (search.compile_memory_budget) is
+AOTAutograd's activation memory budget while a cell compiles and runs: the share of the
+activations its partitioner may keep for the backward, recomputing the rest there.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -21,11 +25,16 @@ from diffnas.errors import ConfigError
 
 
 def compile_cells(
-    model: nn.Module, backend: str, cache_dir: str | Path | None, mode: str = "default"
+    model: nn.Module,
+    backend: str,
+    cache_dir: str | Path | None,
+    mode: str = "default",
+    memory_budget: float = 1.0,
 ) -> int:
     """Compile every search cell of `model` in place with `backend` and torch.compile's
-    `mode` (search.compile_mode; `reduce-overhead` replays CUDA graphs on a GPU); returns
-    how many cells."""
+    `mode` (search.compile_mode; `reduce-overhead` replays CUDA graphs on a GPU), under
+    AOTAutograd's activation `memory_budget` (search.compile_memory_budget); returns how
+    many cells."""
     import torch._dynamo
 
     from diffnas.supernet.dag import SearchDAG
@@ -50,4 +59,21 @@ def compile_cells(
             setattr(cfg, key, max(int(getattr(cfg, key)), len(cells) + 8))
     for cell in cells:
         cell.compile(backend=backend, dynamic=False, mode=None if mode == "default" else mode)
+        compiled = getattr(cell, "_compiled_call_impl", None)  # what nn.Module.compile set
+        if memory_budget != 1.0 and compiled is not None:
+            cell._compiled_call_impl = _with_budget(compiled, memory_budget)
     return len(cells)
+
+
+def _with_budget(call: Callable[..., Any], budget: float) -> Callable[..., Any]:
+    """`call` with AOTAutograd's activation memory budget set to `budget` while it runs:
+    the cell's graph is partitioned into forward and backward (what the forward keeps)
+    at its first call, which compiles; set on every call, the setting is the same for
+    any recompilation and leaves the process's other compiled code alone."""
+    import torch._functorch.config as functorch_config
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with functorch_config.patch(activation_memory_budget=budget):
+            return call(*args, **kwargs)
+
+    return run

@@ -160,6 +160,15 @@ def test_compile_mode_reaches_torch_compile(monkeypatch) -> None:
     assert len(seen) == 3 and all(kw["mode"] == "reduce-overhead" for kw in seen)
     assert all(kw["backend"] == "inductor" and kw["dynamic"] is False for kw in seen)
     assert s.compile_note is not None and "mode reduce-overhead" in s.compile_note
+    # compile_memory_budget null: 0.5 in float32, 1 under bf16 (half the bytes per activation)
+    assert "activation memory budget 0.5" in s.compile_note
+    bf16 = Searcher(load_config(["darts"], [*TINY, "search.compile=cell", "search.precision=bf16"]))
+    assert bf16.compile_note is not None
+    assert bf16.compile_note.endswith("activation memory budget 1")
+    chosen = Searcher(
+        load_config(["darts"], [*TINY, "search.compile=cell", "search.compile_memory_budget=0.25"])
+    )
+    assert chosen.compile_note is not None and chosen.compile_note.endswith("budget 0.25")
 
 
 def test_cumulative_bn_running_stats_match_pytorch_without_a_host_read() -> None:

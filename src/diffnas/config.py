@@ -159,9 +159,10 @@ class SearchConfig:
     compile_mode: str = "default"
     # the share (0-1] of a compiled cell's activations its backward may keep; the rest is
     # recomputed in the backward (AOTAutograd's activation_memory_budget; 1: keep all it
-    # chooses to, PyTorch's default). 0.5 keeps a compiled step's peak memory under the
-    # eager engine's: docs/engine.md#compiled-cells-searchcompile
-    compile_memory_budget: float = 0.5
+    # chooses to, PyTorch's default). null: 1 under search.precision=bf16 (its activations
+    # are half the bytes), 0.5 otherwise, so that compiling does not raise the step's peak
+    # memory above the eager engine's: docs/engine.md#compiled-cells-searchcompile
+    compile_memory_budget: float | None = None
     # the steps' losses are checked for NaN/inf on the host after every this many steps, at
     # each epoch's end and before each checkpoint; a non-finite one stops the run naming the
     # exact step that made it. null: 1 on cpu (a host read costs nothing there), 50 on cuda
@@ -708,10 +709,11 @@ def check_values(config: Config) -> None:
             f"search.compile_mode must be one of {', '.join(COMPILE_MODES)} (torch.compile's "
             f"mode; reduce-overhead: CUDA graphs on a GPU), got {s.compile_mode!r}"
         )
-    if not 0 < s.compile_memory_budget <= 1:
+    if s.compile_memory_budget is not None and not 0 < s.compile_memory_budget <= 1:
         raise ConfigError(
             f"search.compile_memory_budget must be in (0, 1] (the share of a compiled cell's "
-            f"activations kept for backward; 1: PyTorch's default), got {s.compile_memory_budget}"
+            f"activations kept for backward; 1: PyTorch's default; null: 1 under bf16, else 0.5), "
+            f"got {s.compile_memory_budget}"
         )
     at_least(s.finite_check_every, 1, "search.finite_check_every", " (null: 1 on cpu, 50 on cuda)")
     at_least(s.warmup_epochs, 0, "search.warmup_epochs")

@@ -138,11 +138,12 @@ class Searcher(Loop):
             from diffnas.supernet.compiled import compile_cells
 
             cache = config.data.cache_dir or (run.path / "cache" if run is not None else None)
-            n = compile_cells(
-                self.model, s.compile_backend, cache, s.compile_mode, s.compile_memory_budget
-            )
+            budget_share = s.compile_memory_budget
+            if budget_share is None:  # bf16 activations are half the bytes: keep them all
+                budget_share = 1.0 if self.precision.name == "bf16" else 0.5
+            n = compile_cells(self.model, s.compile_backend, cache, s.compile_mode, budget_share)
             mode = "" if s.compile_mode == "default" else f", mode {s.compile_mode}"
-            budget = f", activation memory budget {s.compile_memory_budget:g}"
+            budget = f", activation memory budget {budget_share:g}"
             self.compile_note = f"compile: {n} search cells with {s.compile_backend}{mode}{budget}"
         self.arch = Architecture(
             self.model.arch_specs, self.relaxation.init_alpha, config.supernet.edge_norm

@@ -683,6 +683,12 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _line_style(i: int) -> str:
+    """The i-th method's line style: matplotlib's ten colours repeat, so every ten methods
+    the mean line changes style (solid, dashed, dotted) to keep methods apart."""
+    return ("-", "--", ":")[(i // 10) % 3]
+
+
 def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
     """NB201 lookup accuracy over search epochs: per method the mean over seeds (thick) and
     each seed (thin)."""
@@ -706,7 +712,14 @@ def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
         for e in range(n):
             vals = [float(v) for c in curves if e < len(c) and (v := c[e]) is not None]
             mean.append(statistics.fmean(vals) if vals else math.nan)
-        ax.plot(range(1, n + 1), mean, color=color, lw=2.0, label=f"{method} ({len(curves)})")
+        ax.plot(
+            range(1, n + 1),
+            mean,
+            color=color,
+            ls=_line_style(i),
+            lw=2.0,
+            label=f"{method} ({len(curves)})",
+        )
     ax.axhline(94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07")
     ax.set_xlabel("search epoch")
     ax.set_ylabel("NB201 lookup accuracy of the derived cell (%)")
@@ -838,7 +851,7 @@ def plot_anytime(rows: Sequence[Row], path: Path, title: str = "", zoom: float =
             for sx, sy in steps:
                 ax.step(sx, sy, where="post", color=color, alpha=0.3, lw=0.8)
             label = f"{method} ({len(mine)})" if k == 0 else None
-            ax.plot(xs, ys, color=color, lw=2.0, label=label)
+            ax.plot(xs, ys, color=color, ls=_line_style(i), lw=2.0, label=label)
     for k, ax in enumerate(axes):
         ax.axhline(
             94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07" if k == 0 else None

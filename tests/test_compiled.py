@@ -110,7 +110,8 @@ def test_compile_memory_budget_keeps_less_for_backward_and_the_same_gradients() 
             c._compiled_call_impl = None  # one cell compiled: a shorter test
         torch.manual_seed(0)
         for p in s.model.parameters():  # the same weights for both budgets
-            p.data.normal_(0, 0.3) if p.dim() > 1 else None
+            if p.dim() > 1:
+                p.data.normal_(0, 0.3)
         x, y = next(s.data.train.epoch(0))
         params = [*s.arch_parameters(), *s.model.parameters()]
         saved = _SavedBytes(params)

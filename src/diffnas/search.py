@@ -138,13 +138,15 @@ class Searcher(Loop):
             from diffnas.supernet.compiled import compile_cells
 
             cache = config.data.cache_dir or (run.path / "cache" if run is not None else None)
-            budget_share = s.compile_memory_budget
-            if budget_share is None:  # bf16 activations are half the bytes: keep them all
-                budget_share = 1.0 if self.precision.name == "bf16" else 0.5
-            n = compile_cells(self.model, s.compile_backend, cache, s.compile_mode, budget_share)
+            budget = s.compile_memory_budget
+            if budget is None:  # bf16 activations are half the bytes: keep them all
+                budget = 1.0 if self.precision.name == "bf16" else 0.5
+            n = compile_cells(self.model, s.compile_backend, cache, s.compile_mode, budget)
             mode = "" if s.compile_mode == "default" else f", mode {s.compile_mode}"
-            budget = f", activation memory budget {budget_share:g}"
-            self.compile_note = f"compile: {n} search cells with {s.compile_backend}{mode}{budget}"
+            self.compile_note = (
+                f"compile: {n} search cells with {s.compile_backend}{mode}, "
+                f"activation memory budget {budget:g}"
+            )
         self.arch = Architecture(
             self.model.arch_specs, self.relaxation.init_alpha, config.supernet.edge_norm
         ).to(self.device)

@@ -683,10 +683,10 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _line_style(i: int) -> str:
-    """The i-th method's line style: matplotlib's ten colours repeat, so every ten methods
-    the mean line changes style (solid, dashed, dotted) to keep methods apart."""
-    return ("-", "--", ":")[(i // 10) % 3]
+def _style(i: int) -> tuple[str, str]:
+    """The i-th method's colour and mean-line style: matplotlib's ten colours repeat, so
+    every ten methods the line style changes (solid, dashed, dotted) to keep methods apart."""
+    return f"C{i % 10}", ("-", "--", ":")[(i // 10) % 3]
 
 
 def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
@@ -700,7 +700,7 @@ def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
     ax = fig.add_subplot(1, 1, 1)
     methods = list(dict.fromkeys(r.method for r in rows))
     for i, method in enumerate(methods):
-        color = f"C{i % 10}"
+        color, ls = _style(i)
         curves = [[v for v in r.curve] for r in rows if r.method == method and r.curve]
         for c in curves:
             xs = [e + 1 for e, v in enumerate(c) if v is not None]
@@ -716,7 +716,7 @@ def plot(rows: Sequence[Row], path: Path, title: str = "") -> None:
             range(1, n + 1),
             mean,
             color=color,
-            ls=_line_style(i),
+            ls=ls,
             lw=2.0,
             label=f"{method} ({len(curves)})",
         )
@@ -830,7 +830,7 @@ def plot_anytime(rows: Sequence[Row], path: Path, title: str = "", zoom: float =
     longest = max((t for r in rows for t in r.times if t is not None), default=60.0) / 60.0
     grid = [longest * i / 200 for i in range(1, 201)]
     for i, method in enumerate(methods):
-        color = f"C{i % 10}"
+        color, ls = _style(i)
         mine = [r for r in rows if r.method == method and r.times]
         if not mine:
             continue
@@ -851,7 +851,7 @@ def plot_anytime(rows: Sequence[Row], path: Path, title: str = "", zoom: float =
             for sx, sy in steps:
                 ax.step(sx, sy, where="post", color=color, alpha=0.3, lw=0.8)
             label = f"{method} ({len(mine)})" if k == 0 else None
-            ax.plot(xs, ys, color=color, ls=_line_style(i), lw=2.0, label=label)
+            ax.plot(xs, ys, color=color, ls=ls, lw=2.0, label=label)
     for k, ax in enumerate(axes):
         ax.axhline(
             94.07, color="grey", ls=":", lw=1.0, label="table optimum 94.07" if k == 0 else None

@@ -109,6 +109,45 @@ def test_depthwise_kernel_matches_conv2d_gradients(k, d, s, size) -> None:
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize(
+    ("k", "d", "s"), [(5, 1, 1), (3, 2, 1), (5, 2, 1), (5, 1, 2), (3, 2, 2), (5, 2, 2), (7, 3, 1)]
+)
+@pytest.mark.parametrize("size", [8, 7])
+def test_depthwise_weight_gradient_from_fast_pieces_matches_float64(k, d, s, size) -> None:
+    """A float32 5x5, dilated or strided depthwise weight gradient is a sum of undilated
+    ones at most 3 taps wide, the shapes oneDNN's fast kernel takes (it runs 5-30x slower
+    per tap on the others). Against float64 (NCHW, PyTorch's kernel), and with every
+    convolution the gradient dispatches of that kind."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls: list[tuple[list[int], int]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func is torch.ops.aten.convolution_backward.default:
+                calls.append((list(args[6]), args[2].shape[-1]))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, k, s, d * (k - 1) // 2, dilation=d, groups=16, bias=False)
+    conv.weight = torch.nn.Parameter(
+        conv.weight.detach().contiguous(memory_format=torch.channels_last)
+    )
+    x = torch.randn(4, 16, size, size).contiguous(memory_format=torch.channels_last)
+    out = depthwise_conv(conv, x.requires_grad_())
+    g = torch.randn(out.shape).contiguous(memory_format=torch.channels_last)
+    with Record():
+        (gw,) = torch.autograd.grad(out, (conv.weight,), g)
+    x64, w64 = x.detach().double().contiguous(), conv.weight.detach().double().contiguous()
+    w64.requires_grad_()
+    ref = torch.autograd.grad(
+        F.conv2d(x64, w64, None, s, d * (k - 1) // 2, d, 16), w64, g.double()
+    )[0]
+    assert gw.dtype == torch.float32 and gw.shape == ref.shape
+    assert _rel_err(gw, ref) < 1e-5
+    assert calls and all(dil == [1, 1] and width <= 3 for dil, width in calls), calls
+
+
 def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a.detach().double() - ref.detach()).abs().max() / ref.detach().abs().max())
 

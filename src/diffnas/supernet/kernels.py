@@ -17,7 +17,7 @@ output gradient (zero-interleaved for stride 2).
 
 from __future__ import annotations
 
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -60,15 +60,43 @@ def _depthwise_backward(
     need_x: bool,
     need_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    c = x.shape[1]
     grad_x = grad_w = None
     if need_x:
         grad_x = _depthwise_input_grad(grad, weight, x.shape, x.dtype, stride, padding, dilation)
     if need_w:
-        # 16-bit x: PyTorch's bfloat16 kernel for this gradient (torch 2.13 CPU, oneDNN)
-        # returns wrong values for dilated depthwise convs on 32x32 inputs on CPUs with AMX
-        # (relative error 1e+17 and more) and takes 2-7x the float32 time for 5x5 and
-        # dilated kernels: it is computed in float32 instead (docs/engine.md)
+        grad_w = _depthwise_weight_grad(grad, x, weight, stride, padding, dilation)
+    return grad_x, grad_w
+
+
+def _depthwise_weight_grad(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    """The weight gradient of a depthwise conv, in the weight's dtype.
+
+    Computed in float32 for 16-bit x: PyTorch's bfloat16 kernel for it (torch 2.13 CPU,
+    oneDNN) returns wrong values for dilated depthwise convs on 32x32 inputs on CPUs with
+    AMX (relative error 1e+17 and more) and takes 2-7x the float32 time for 5x5 and
+    dilated kernels (docs/engine.md).
+
+    oneDNN has a fast kernel for this gradient only for undilated kernels at most 3 wide
+    (any height, stride 1 or 2); 5x5 and dilated kernels take a generic grouped-conv path,
+    5-30x slower per tap on a darts supernet's shapes. Those are rewritten on the CPU as
+    sums of fast ones
+    (`_weight_grad_pieces`): a dilated kernel by the output's phases (output rows 2a+q see
+    only input rows of phase q), a strided one by the input's phases, and a kernel wider
+    than 3 by groups of at most 3 columns; each piece's inputs are gathered (one copy).
+    Second derivatives (create_graph), float64 and other devices take PyTorch's kernel."""
+    k = weight.shape[-1]
+    pieces = None
+    slow = dilation > 1 or k > 3
+    if slow and x.device.type == "cpu" and x.dtype != torch.float64 and not torch.is_grad_enabled():
+        pieces = _weight_grad_pieces(x.shape, grad.shape, k, stride, padding, dilation)
+    if pieces is None:
         half = _half(x)
         grad_w = torch.ops.aten.convolution_backward(
             grad.float() if half else grad,
@@ -80,12 +108,137 @@ def _depthwise_backward(
             [dilation, dilation],
             False,
             [0, 0],
-            c,
+            x.shape[1],
             [False, True, False],
         )[1]
-        if half:
-            grad_w = grad_w.to(weight.dtype)
-    return grad_x, grad_w
+        return grad_w.to(weight.dtype)
+    if _half(x):
+        grad, x = grad.float(), x.float()
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+    for (th, tw, _, _), combos in pieces.items():
+        g, _ = _gather(grad, [(h.out, w.out) for h, w in combos])  # no padding: inside
+        for t0 in range(0, tw.n, 3):  # at most 3 columns of taps a call
+            kw = min(3, tw.n - t0)
+            xs, pad = _gather(x, [(h.window(0, th.n), w.window(t0, kw)) for h, w in combos])
+            gw = torch.ops.aten.convolution_backward(
+                g,
+                xs,
+                x.new_empty((x.shape[1], 1, th.n, kw)),  # only its shape is read
+                None,
+                [1, 1],
+                pad,
+                [1, 1],
+                False,
+                [0, 0],
+                x.shape[1],
+                [False, True, False],
+            )[1]
+            cols = slice(tw.start + tw.step * t0, tw.start + tw.step * (t0 + kw - 1) + 1, tw.step)
+            rows = slice(th.start, th.start + th.step * (th.n - 1) + 1, th.step)
+            grad_w[:, :, rows, cols] += gw
+    return grad_w.to(weight.dtype)
+
+
+class _Span(NamedTuple):
+    """Indices start, start + step, ..., n of them, along one axis."""
+
+    start: int
+    step: int
+    n: int
+
+
+class _AxisPiece(NamedTuple):
+    """Along one axis, the outputs `out` see the inputs in_start + in_step * (m + t) for
+    their m-th position and the piece's t-th tap; the taps are `taps` of the kernel."""
+
+    out: _Span
+    in_start: int
+    in_step: int
+    taps: _Span
+
+    def window(self, t0: int, n_taps: int) -> _Span:
+        """The inputs that taps t0 .. t0 + n_taps - 1 of the piece see, in order."""
+        return _Span(self.in_start + self.in_step * t0, self.in_step, self.out.n + n_taps - 1)
+
+
+def _axis_pieces(
+    n_in: int, n_out: int, k: int, stride: int, padding: int, dilation: int
+) -> list[_AxisPiece] | None:
+    """One axis of a conv as undilated stride-1 pieces (None: no such rewrite here).
+    Input index of output o and tap i: stride * o + dilation * i - padding."""
+    if stride == 1:  # outputs of phase q (o = d*a + q) see inputs q - p + d*(a + i)
+        return [
+            _AxisPiece(
+                _Span(q, dilation, len(range(q, n_out, dilation))),
+                q - padding,
+                dilation,
+                _Span(0, 1, k),
+            )
+            for q in range(dilation)
+        ]
+    if dilation == 1:  # taps of phase r (i = s*j + r) see inputs r - p + s*(o + j)
+        return [
+            _AxisPiece(
+                _Span(0, 1, n_out), r - padding, stride, _Span(r, stride, len(range(r, k, stride)))
+            )
+            for r in range(stride)
+        ]
+    if stride == dilation:  # inputs -p + d*(o + i)
+        return [_AxisPiece(_Span(0, 1, n_out), -padding, dilation, _Span(0, 1, k))]
+    return None
+
+
+_Pieces = dict[tuple[_Span, _Span, int, int], list[tuple[_AxisPiece, _AxisPiece]]]
+
+
+def _weight_grad_pieces(
+    x_shape: torch.Size, g_shape: torch.Size, k: int, stride: int, padding: int, dilation: int
+) -> _Pieces | None:
+    """The (row, column) pieces of a depthwise conv's weight gradient, grouped by the taps
+    they compute and their output's size: pieces of one group are summed in one call,
+    stacked along the batch (the phases of an odd-sized output differ in size)."""
+    rows = _axis_pieces(x_shape[2], g_shape[2], k, stride, padding, dilation)
+    cols = _axis_pieces(x_shape[3], g_shape[3], k, stride, padding, dilation)
+    if rows is None or cols is None:
+        return None
+    groups: _Pieces = {}
+    for h in rows:
+        for w in cols:
+            if h.out.n and w.out.n:
+                groups.setdefault((h.taps, w.taps, h.out.n, w.out.n), []).append((h, w))
+    return groups
+
+
+def _gather(t: torch.Tensor, spans: list[tuple[_Span, _Span]]) -> tuple[torch.Tensor, list[int]]:
+    """For each (rows, cols) span pair, t at those indices (zero outside t), stacked along the
+    batch, channels-last; zero borders that every pair has on both sides of an axis are
+    left to the convolution: returned as its padding (rows, cols)."""
+    inside = [(_inside(sh, t.shape[2]), _inside(sw, t.shape[3])) for sh, sw in spans]
+    rows, cols = spans[0][0].n, spans[0][1].n
+    ph = min(
+        min(r0, rows - r0 - len(range(h0, h1, sh.step)))
+        for ((h0, h1, r0), _), (sh, _) in zip(inside, spans)
+    )
+    pw = min(
+        min(c0, cols - c0 - len(range(w0, w1, sw.step)))
+        for (_, (w0, w1, c0)), (_, sw) in zip(inside, spans)
+    )
+    parts = []
+    for ((h0, h1, r0), (w0, w1, c0)), (sh, sw) in zip(inside, spans):
+        v = t[:, :, h0 : h1 : sh.step, w0 : w1 : sw.step]
+        pads = (c0 - pw, cols - c0 - v.shape[3] - pw, r0 - ph, rows - r0 - v.shape[2] - ph)
+        parts.append(F.pad(v, pads) if any(pads) else v)
+    out = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+    return out.contiguous(memory_format=torch.channels_last), [ph, pw]
+
+
+def _inside(span: _Span, size: int) -> tuple[int, int, int]:
+    """The part of `span` inside [0, size): (first index, end, its position in the span)."""
+    lo = max(0, (-span.start + span.step - 1) // span.step)
+    hi = min(span.n, (size - span.start + span.step - 1) // span.step)
+    if hi <= lo:
+        return 0, 0, 0
+    return span.start + span.step * lo, span.start + span.step * (hi - 1) + 1, lo
 
 
 def _depthwise_input_grad(

@@ -3,9 +3,11 @@
 Depthwise convolution: PyTorch's CPU backward for the input gradient of a depthwise conv
 with dilation or stride runs at a fraction of the forward's speed; the input gradient is
 itself a depthwise convolution (of the output gradient, zero-interleaved for stride 2,
-with the flipped kernel), which runs at forward speed. The weight gradient stays
-PyTorch's, computed in float32 for 16-bit inputs (its bf16 kernel can be wrong, see
-`_depthwise_backward`). Results equal F.conv2d's to float rounding (tests/test_engine.py).
+with the flipped kernel), which runs at forward speed. The weight gradient is computed in
+float32 for 16-bit inputs (PyTorch's bf16 kernel can be wrong), and for 5x5, dilated and
+strided kernels as a sum of oneDNN's fast undilated ones at most 3 taps wide
+(`_depthwise_weight_grad`). Results equal F.conv2d's to float rounding
+(tests/test_engine.py).
 
 3x3 average pooling (padding 1, padded cells not counted): PyTorch's CPU pooling kernels
 take several times longer than a depthwise convolution over the same tensor (channels-last,

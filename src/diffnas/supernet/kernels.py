@@ -87,12 +87,12 @@ def _depthwise_weight_grad(
 
     oneDNN has a fast kernel for this gradient only for undilated kernels at most 3 wide
     (any height, stride 1 or 2); 5x5 and dilated kernels take a generic grouped-conv path,
-    5-30x slower per tap on a darts supernet's shapes. Those are rewritten on the CPU as
-    sums of fast ones
-    (`_weight_grad_pieces`): a dilated kernel by the output's phases (output rows 2a+q see
-    only input rows of phase q), a strided one by the input's phases, and a kernel wider
-    than 3 by groups of at most 3 columns; each piece's inputs are gathered (one copy).
-    Second derivatives (create_graph), float64 and other devices take PyTorch's kernel."""
+    5-30x slower per tap on a darts supernet's shapes. On the CPU those are rewritten as
+    sums of fast ones (`_weight_grad_pieces`): a dilation-d kernel by the output's phases
+    (output rows d*a + q see only input rows of phase q), a strided one by the phases of
+    its taps, and a kernel wider than 3 by groups of at most 3 columns; each piece's
+    inputs are gathered once. Second derivatives (create_graph), float64 and other devices
+    take PyTorch's kernel."""
     k = weight.shape[-1]
     pieces = None
     slow = dilation > 1 or k > 3

@@ -114,8 +114,6 @@ def _depthwise_weight_grad(
             [False, True, False],
         )[1]
         return grad_w.to(weight.dtype)
-    if _half(x):
-        grad, x = grad.float(), x.float()
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
     for (th, tw, _, _), combos in pieces.items():
         g, _ = _gather(grad, [(h.out, w.out) for h, w in combos])  # no padding: inside
@@ -213,7 +211,7 @@ def _weight_grad_pieces(
 
 def _gather(t: torch.Tensor, spans: list[tuple[_Span, _Span]]) -> tuple[torch.Tensor, list[int]]:
     """For each (rows, cols) span pair, t at those indices (zero outside t), stacked along the
-    batch, channels-last; zero borders that every pair has on both sides of an axis are
+    batch, channels-last float32 (16-bit t: converted after gathering, fewer bytes); zero borders that every pair has on both sides of an axis are
     left to the convolution: returned as its padding (rows, cols)."""
     inside = [(_inside(sh, t.shape[2]), _inside(sw, t.shape[3])) for sh, sw in spans]
     rows, cols = spans[0][0].n, spans[0][1].n
@@ -231,7 +229,7 @@ def _gather(t: torch.Tensor, spans: list[tuple[_Span, _Span]]) -> tuple[torch.Te
         pads = (c0 - pw, cols - c0 - v.shape[3] - pw, r0 - ph, rows - r0 - v.shape[2] - ph)
         parts.append(F.pad(v, pads) if any(pads) else v)
     out = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
-    return out.contiguous(memory_format=torch.channels_last), [ph, pw]
+    return out.to(dtype=torch.float32, memory_format=torch.channels_last), [ph, pw]
 
 
 def _inside(span: _Span, size: int) -> tuple[int, int, int]:

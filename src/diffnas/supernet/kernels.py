@@ -19,6 +19,7 @@ output gradient (zero-interleaved for stride 2).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, TypeGuard
 
 import torch
@@ -100,19 +101,14 @@ def _depthwise_weight_grad(
         pieces = _weight_grad_pieces(x.shape, grad.shape, k, stride, padding, dilation)
     if pieces is None:
         half = _half(x)
-        grad_w = torch.ops.aten.convolution_backward(
+        grad_w = _conv_weight_grad(
             grad.float() if half else grad,
             x.float() if half else x,
             weight.float() if half else weight,
-            None,
-            [stride, stride],
+            stride,
             [padding, padding],
-            [dilation, dilation],
-            False,
-            [0, 0],
-            x.shape[1],
-            [False, True, False],
-        )[1]
+            dilation,
+        )
         return grad_w.to(weight.dtype)
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
     for (th, tw, _, _), combos in pieces.items():
@@ -120,23 +116,36 @@ def _depthwise_weight_grad(
         for t0 in range(0, tw.n, 3):  # at most 3 columns of taps a call
             kw = min(3, tw.n - t0)
             xs, pad = _gather(x, [(h.window(0, th.n), w.window(t0, kw)) for h, w in combos])
-            gw = torch.ops.aten.convolution_backward(
-                g,
-                xs,
-                x.new_empty((x.shape[1], 1, th.n, kw)),  # only its shape is read
-                None,
-                [1, 1],
-                pad,
-                [1, 1],
-                False,
-                [0, 0],
-                x.shape[1],
-                [False, True, False],
-            )[1]
+            # only the weight's shape is read
+            gw = _conv_weight_grad(g, xs, xs.new_empty((x.shape[1], 1, th.n, kw)), 1, pad, 1)
             cols = slice(tw.start + tw.step * t0, tw.start + tw.step * (t0 + kw - 1) + 1, tw.step)
             rows = slice(th.start, th.start + th.step * (th.n - 1) + 1, th.step)
             grad_w[:, :, rows, cols] += gw
     return grad_w.to(weight.dtype)
+
+
+def _conv_weight_grad(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int,
+    padding: list[int],
+    dilation: int,
+) -> torch.Tensor:
+    """PyTorch's weight gradient of a depthwise conv (groups = x's channels)."""
+    return torch.ops.aten.convolution_backward(
+        grad,
+        x,
+        weight,
+        None,
+        [stride, stride],
+        padding,
+        [dilation, dilation],
+        False,
+        [0, 0],
+        x.shape[1],
+        [False, True, False],
+    )[1]
 
 
 class _Span(NamedTuple):
@@ -191,6 +200,7 @@ def _axis_pieces(
 _Pieces = dict[tuple[_Span, _Span, int, int], list[tuple[_AxisPiece, _AxisPiece]]]
 
 
+@functools.lru_cache(maxsize=256)  # one plan per conv shape, asked at every backward
 def _weight_grad_pieces(
     x_shape: torch.Size, g_shape: torch.Size, k: int, stride: int, padding: int, dilation: int
 ) -> _Pieces | None:

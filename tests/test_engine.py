@@ -476,3 +476,71 @@ def test_engine_reads_op_traits_not_op_classes(traits) -> None:
         _UserConv.calls = 0
         want = sum(w[e, o] * ops[o](x) for o in range(2))
         assert torch.allclose(outs[e], want, atol=1e-12)
+
+
+def _r64(t: torch.Tensor) -> torch.Tensor:
+    """t as bf16 autocast hands it to a kernel, in float64, taking gradients."""
+    return t.detach().bfloat16().double().requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("op", ["conv1x1_scaled_bn", "depthwise_pointwise", "depthwise_conv"])
+def test_engine_functions_take_their_backward_outside_autocast(op, dtype) -> None:
+    """bf16 autocast forward, backward outside autocast: how CUDA runs it (the backward on
+    the device's own thread, outside the caller's autocast), here on the CPU. Before the
+    Functions kept their forward's autocast for their backward, a bf16 search crashed on a
+    GPU ('grad_output' bf16 against a float32 'weight'); with float32 inputs these three
+    failed on the CPU too. Against float64 on the bf16-rounded values, bound 2e-2 (bf16's
+    2^-9 rounding per value), as test_depthwise_kernel_bf16_gradients_match_float64."""
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    c = 8
+    x = torch.randn(4, c, 12, 12).contiguous(memory_format=cl).to(dtype).requires_grad_()
+    pw = torch.nn.Conv2d(c, c, 1, bias=False).to(memory_format=cl)
+    dw = torch.nn.Conv2d(c, c, 5, 2, 4, dilation=2, groups=c, bias=False).to(memory_format=cl)
+    w = torch.full((1,), 0.7, requires_grad=True)
+    if op == "conv1x1_scaled_bn":
+        params = [pw.weight, w]
+
+        def run() -> torch.Tensor:
+            return kernels.conv1x1_scaled_bn(pw, x, w, 1e-5)
+
+        def ref(x: torch.Tensor, wp: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            # (a stride-0 BN weight, s.expand(c), makes PyTorch's channels-last CPU BN
+            # backward return garbage in torch 2.13, up to 1e33: hence .contiguous())
+            s = s.expand(c).contiguous()
+            return F.batch_norm(F.conv2d(x, wp), None, None, s, None, True, 0.0, 1e-5)
+
+    elif op == "depthwise_pointwise":
+        params = [dw.weight, pw.weight]
+
+        def run() -> torch.Tensor:
+            return kernels.depthwise_pointwise(dw, pw, x)
+
+        def ref(x: torch.Tensor, wd: torch.Tensor, wp: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.conv2d(x, wd, None, 2, 4, 2, c), wp)
+
+    else:
+        params = [dw.weight]
+
+        def run() -> torch.Tensor:
+            return depthwise_conv(dw, x)
+
+        def ref(x: torch.Tensor, wd: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(x, wd, None, 2, 4, 2, c)
+
+    with torch.autocast("cpu", torch.bfloat16):
+        out = run()
+    g = torch.randn(out.shape).contiguous(memory_format=cl)
+    assert not torch.is_autocast_enabled("cpu")
+    grads = torch.autograd.grad(out, [x, *params], g.to(out.dtype))
+    # the op weight w is not rounded: it scales in float32 inside the BN
+    inputs = [_r64(x), *(_r64(p) if p is not w else w.detach().double() for p in params)]
+    for t in inputs:
+        t.requires_grad_()
+    expect = torch.autograd.grad(ref(*inputs), inputs, g.double())
+    assert out.dtype == torch.bfloat16  # the conv ran in bf16
+    assert all(gr.dtype == t.dtype for gr, t in zip(grads, [x, *params]))
+    assert _rel_err(out, ref(*inputs)) < 2e-2
+    for got, want in zip(grads, expect):
+        assert _rel_err(got, want) < 2e-2

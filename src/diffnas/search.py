@@ -216,9 +216,11 @@ class Searcher(Loop):
         return out
 
     def autocast(self) -> Any:
-        """The precision's autocast (a no-op under fp32). The backward passes run inside it
-        too: the engine's autograd Functions recompute convolutions in their backward, which
-        must see the dtypes their forward saw (torch.amp.custom_bwd's rule, device-agnostic)."""
+        """The precision's autocast (a no-op under fp32). The backward passes are called
+        inside it too, though only a CPU backward runs on this thread (a CUDA backward runs
+        on the device's own thread, outside it): the engine's autograd Functions recompute
+        convolutions in their backward under the autocast their forward saw, on any device
+        (kernels._amp_backward, torch.amp.custom_bwd's rule)."""
         return self.precision.autocast(self.device)
 
     @contextlib.contextmanager

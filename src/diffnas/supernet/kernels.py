@@ -28,8 +28,39 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 
+def _amp_forward(forward: Any) -> Any:
+    """Records, at a Function's forward, the autocast it runs under (for `_amp_backward`)."""
+
+    @functools.wraps(forward)
+    def wrapped(ctx: Any, *args: Any) -> Any:
+        device = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+        enabled = torch.is_autocast_enabled(device)
+        ctx.amp = (device, enabled, torch.get_autocast_dtype(device))
+        return forward(ctx, *args)
+
+    return wrapped
+
+
+def _amp_backward(backward: Any) -> Any:
+    """Runs a Function's backward under the autocast its forward ran under, on any device
+    (the rule of torch.amp.custom_fwd/custom_bwd, which fix the device type where the class
+    is defined). It matters on CUDA: PyTorch runs a CPU backward on the calling thread,
+    inside the caller's autocast, but a CUDA backward on the device's own thread, outside
+    it, where a bf16 gradient met a float32 weight (a bf16 search crashed on the first
+    GPU it ran on; tests/test_engine.py takes the backward outside autocast on the CPU)."""
+
+    @functools.wraps(backward)
+    def wrapped(ctx: Any, *grads: Any) -> Any:
+        device, enabled, dtype = ctx.amp
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            return backward(ctx, *grads)
+
+    return wrapped
+
+
 class _DepthwiseConv(torch.autograd.Function):
     @staticmethod
+    @_amp_forward
     def forward(
         ctx: Any,
         x: torch.Tensor,
@@ -43,6 +74,7 @@ class _DepthwiseConv(torch.autograd.Function):
         return F.conv2d(x, weight, None, stride, padding, dilation, x.shape[1])
 
     @staticmethod
+    @_amp_backward
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
@@ -276,6 +308,7 @@ class _DepthwisePointwise(torch.autograd.Function):
     recomputed there (a depthwise forward is cheap; its output is a full activation)."""
 
     @staticmethod
+    @_amp_forward
     def forward(
         ctx: Any,
         x: torch.Tensor,
@@ -291,6 +324,7 @@ class _DepthwisePointwise(torch.autograd.Function):
         return F.conv2d(h, w_pw)
 
     @staticmethod
+    @_amp_backward
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w_dw, w_pw = ctx.saved_tensors
         stride, padding, dilation = ctx.conf
@@ -314,15 +348,19 @@ class _DepthwisePointwise(torch.autograd.Function):
 def _pointwise_backward(
     grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_w: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The input and weight gradients of a plain 1x1 conv. The weight is handed to the
-    kernel in x's dtype, as autocast hands it to the forward: given a float32 weight beside
-    16-bit tensors the kernel takes a slow mixed-dtype path (~4x a 3x3's backward in bf16);
-    the weight gradient is returned in the weight's dtype."""
-    w = _in_dtype(weight, x)
+    """The input and weight gradients of a plain 1x1 conv, computed in the output
+    gradient's dtype: the forward ran in it (autocast hands the conv x and the weight in
+    its dtype; given a float32 weight beside 16-bit tensors the kernel takes a slow
+    mixed-dtype path, ~4x a 3x3's backward in bf16). The gradients are returned in x's and
+    the weight's dtypes."""
+    xc, w = _in_dtype(x, grad), _in_dtype(weight, grad)
     grad_x, grad_w = torch.ops.aten.convolution_backward(
-        grad, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False]
+        grad, xc, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [need_x, need_w, False]
     )[:2]
-    return grad_x, None if grad_w is None else grad_w.to(weight.dtype)
+    return (
+        None if grad_x is None else grad_x.to(x.dtype),
+        None if grad_w is None else grad_w.to(weight.dtype),
+    )
 
 
 def _in_dtype(weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -470,6 +508,7 @@ class _BatchNorm(torch.autograd.Function):
     """BN with batch statistics `stats` (mean, biased variance), computed by the caller."""
 
     @staticmethod
+    @_amp_forward
     def forward(
         ctx: Any,
         y: torch.Tensor,
@@ -484,6 +523,7 @@ class _BatchNorm(torch.autograd.Function):
         return out
 
     @staticmethod
+    @_amp_backward
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         y, weight, bias, mean, invstd = ctx.saved_tensors
         mask = [_wanted(ctx, i) for i in range(3)]
@@ -592,6 +632,7 @@ class _ScaledBN(torch.autograd.Function):
     """batch_norm(y, weight=w·1) with batch statistics, w a one-element tensor (an op weight)."""
 
     @staticmethod
+    @_amp_forward
     def forward(ctx: Any, y: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
         scale = w.reshape(1).expand(y.shape[1]).contiguous()  # stride-0 is slow
         out, mean, invstd = _normalize(y, scale, None, eps)
@@ -600,6 +641,7 @@ class _ScaledBN(torch.autograd.Function):
         return out
 
     @staticmethod
+    @_amp_backward
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         y, w, scale, mean, invstd = ctx.saved_tensors
         need_y, need_w = _wanted(ctx, 0), _wanted(ctx, 1)
@@ -625,6 +667,7 @@ class _ConvScaledBN(torch.autograd.Function):
     backward: the conv output is recomputed there (for cheap convs such as 1x1)."""
 
     @staticmethod
+    @_amp_forward
     def forward(
         ctx: Any,
         x: torch.Tensor,
@@ -640,6 +683,7 @@ class _ConvScaledBN(torch.autograd.Function):
         return out
 
     @staticmethod
+    @_amp_backward
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, w, scale, mean, invstd = ctx.saved_tensors
         need_x, need_w, need_scale = (_wanted(ctx, i) for i in range(3))
@@ -716,6 +760,7 @@ def _scaled_by_inv_count(t: torch.Tensor, h: int, w: int, stride: int) -> torch.
 
 class _AvgPool3x3(torch.autograd.Function):
     @staticmethod
+    @_amp_forward
     def forward(ctx: Any, x: torch.Tensor, stride: int) -> torch.Tensor:
         c, h, w = x.shape[1:]
         ctx.conf = (x.shape, stride)
@@ -723,6 +768,7 @@ class _AvgPool3x3(torch.autograd.Function):
         return _scaled_by_inv_count(box, h, w, stride)
 
     @staticmethod
+    @_amp_backward
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         shape, stride = ctx.conf
         g = _scaled_by_inv_count(grad, shape[2], shape[3], stride)

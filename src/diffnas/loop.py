@@ -211,6 +211,8 @@ class Loop(ABC):
         self.auto_threads = threads is None
         self.threads = set_threads(threads)
         self.device = resolve_device(device)
+        if self.device.type == "cuda":  # fixed shapes every step: cuDNN picks its fastest
+            torch.backends.cudnn.benchmark = True  # kernels once (as the DARTS code does)
         seed_everything(seed)
         self.epochs = epochs
         self.epoch = 0  # the epoch in progress (or the next one, between epochs)

@@ -80,6 +80,11 @@ class SearchDAG(nn.Module):
         nodes: list[torch.Tensor | None] = [*inputs, *([None] * (self.n_nodes - self.n_inputs))]
         sums: dict[int, list[torch.Tensor]] = {j: [] for j in range(self.n_inputs, self.n_nodes)}
         ref = inputs[0]
+        # one view per edge's row, each split into its ops' weights where they are used:
+        # the backward of an unbind is one stack, where indexing w[e, o] per op costs two
+        # selects forward and a zero fill and copy per weight backward (on a GPU each
+        # tensor op is a kernel launch, and a supernet step is launch-bound there)
+        rows = w.unbind(0)
         for j in range(self.n_nodes):
             if j >= self.n_inputs:
                 nodes[j] = self._finish(sums.pop(j), ref, j)
@@ -89,7 +94,7 @@ class SearchDAG(nn.Module):
             sub_active = None if active is None else [active[i] for i in idx]
             x = nodes[j]
             assert x is not None
-            outs = self.groups[str(j)](x, w[idx], sub_active)
+            outs = self.groups[str(j)](x, [rows[i] for i in idx], sub_active)
             for i, y in zip(idx, outs):
                 y = self.edge_output(y, i, x, j, ref, edge_scale, edge_bias, connect_none)
                 if y is not None:

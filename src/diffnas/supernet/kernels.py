@@ -469,8 +469,9 @@ def _normalize(
 
     16-bit y (bf16 autocast) takes PyTorch's own kernel: its one float32 running sum per
     channel errs ~1e-5 relative, far below the 2^-9 of y's own rounding, and it reads y
-    twice where `batch_stats` first converts y to float32 and squares it."""
-    if stats is None and _half(y):
+    twice where `batch_stats` first converts y to float32 and squares it. So does y off
+    the CPU formulations (`cpu_formulations`)."""
+    if stats is None and _native_bn(y):
         out, mean, invstd = torch.native_batch_norm(y, weight, bias, None, None, True, 0.0, eps)
         return out, mean, invstd
     mean, var = batch_stats(y) if stats is None else stats
@@ -484,10 +485,37 @@ def _half(y: torch.Tensor) -> bool:
     return y.dtype in (torch.bfloat16, torch.float16)
 
 
+# Where the CPU formulations of this module are used (`cpu_formulations`): "auto" on CPU
+# tensors only; "off" nowhere (the tests run a GPU's code path on the CPU this way); "on"
+# on every device.
+CPU_FORMULATIONS = "auto"
+
+
+def cpu_formulations(t: torch.Tensor) -> bool:
+    """Whether the engine computes t's ops with this module's CPU formulations: pairwise BN
+    statistics, depthwise convolutions with their own backward, 3x3 average pools as
+    depthwise convolutions, recomputed 1x1 and depthwise outputs. Each pays for itself on
+    a CPU, where PyTorch's kernels for these shapes are slow or inaccurate; on a GPU,
+    where PyTorch's kernels are accurate and a supernet step is bound by how fast the host
+    launches kernels (measured on an H200: 15,570 kernels and 41 ms of GPU work in a
+    381 ms nb201 step, docs/engine.md), each of them is extra launches, so a GPU takes
+    PyTorch's own ops."""
+    if CPU_FORMULATIONS == "auto":
+        return t.device.type == "cpu"
+    return CPU_FORMULATIONS == "on"
+
+
+def _native_bn(y: torch.Tensor) -> bool:
+    """Whether a batch-statistics BN of y takes PyTorch's kernel for its statistics and its
+    scale gradient: 16-bit y (see `_normalize`), and y off the CPU formulations (a GPU's
+    BN kernels reduce accurately)."""
+    return _half(y) or not cpu_formulations(y)
+
+
 def _pairwise_stats(y: torch.Tensor) -> bool:
     """Whether a batch-statistics BN of y takes `batch_stats`: 4-D channels-last y of 32 or
-    64 bits. NCHW y and 16-bit y take PyTorch's kernel (see `_normalize`)."""
-    return y.dim() == 4 and not y.is_contiguous() and not _half(y)
+    64 bits on the CPU. NCHW y, 16-bit y and GPU tensors take PyTorch's kernel."""
+    return y.dim() == 4 and not y.is_contiguous() and not _native_bn(y)
 
 
 def _grads_of(
@@ -611,10 +639,10 @@ def _scaled_bn_backward(
     need_w: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The gradients of batch_norm(y, weight=scale) (batch statistics, scale = w·1) for y
-    and for the one-element w. 16-bit y: both from PyTorch's kernel in one pass (its float32
-    running sums err far below y's own rounding, as in `_normalize`); else w's from
-    `_scale_grad`, summed pairwise."""
-    half = _half(y)
+    and for the one-element w. 16-bit y and y off the CPU formulations: both from
+    PyTorch's kernel in one pass (its float32 running sums err far below y's own rounding,
+    as in `_normalize`); else w's from `_scale_grad`, summed pairwise."""
+    half = _native_bn(y)
     mask = [need_y, need_w and half, False]
     grad_y = grad_w = None
     if any(mask):

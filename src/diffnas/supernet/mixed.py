@@ -7,7 +7,7 @@ the supernet: per-edge op weights, optionally which ops to run, and edge scales.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 from diffnas.supernet.kernels import (
     avg_pool,
     conv1x1_scaled_bn,
+    cpu_formulations,
     depthwise_conv,
     depthwise_pointwise,
     fast_avg_pool,
@@ -26,6 +27,8 @@ from diffnas.supernet.kernels import (
 )
 
 Active = list[list[int]]
+# one node's edge weights: a tensor [edges, ops], or its rows (SearchDAG hands views of w's)
+EdgeWeights = torch.Tensor | Sequence[torch.Tensor]
 
 
 @dataclass
@@ -102,8 +105,9 @@ class SourceOps(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, active: Active | None = None
+        self, x: torch.Tensor, w: EdgeWeights, active: Active | None = None
     ) -> list[torch.Tensor | None]:
+        rows = w.unbind(0) if isinstance(w, torch.Tensor) else w
         relu_x: torch.Tensor | None = None
         shared: dict[int, torch.Tensor] = {}  # op index -> its output, the same on every edge
         outs: list[torch.Tensor | None] = []
@@ -112,26 +116,27 @@ class SourceOps(nn.Module):
                 self.computed if active is None else [o for o in active[e] if o in self.computed]
             )
             acc: torch.Tensor | None = None
+            we = rows[e].unbind(0) if chosen else ()  # this edge's op weights, as views
             for o in chosen:
                 module = ops[o]  # type: ignore[index]
                 if self.capture is not None or _hooked(module):
                     y = module(x)
                     if self.capture is not None:
                         self.capture[(e, o)] = y
-                    acc = _add_weighted(acc, y, w[e, o])
+                    acc = _add_weighted(acc, y, we[o])
                     continue
                 if _is_shared(module):
                     if o not in shared:
                         shared[o] = _run_shared(module, x)
-                    acc = _add_weighted(acc, shared[o], w[e, o])
+                    acc = _add_weighted(acc, shared[o], we[o])
                     continue
                 body = _relu_body(module)
                 if body is None:
-                    acc = _add_weighted(acc, module(x), w[e, o])
+                    acc = _add_weighted(acc, module(x), we[o])
                     continue
                 if relu_x is None:
                     relu_x = F.relu(x)
-                y = _run_body(body, relu_x, w[e, o])
+                y = _run_body(body, relu_x, we[o])
                 acc = y if acc is None else acc + y
             outs.append(acc)
         return outs
@@ -164,7 +169,7 @@ def _run_shared(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 4:
         return m(x)
     for layer in m if isinstance(m, nn.Sequential) else [m]:
-        x = avg_pool(layer, x) if fast_avg_pool(layer) else layer(x)
+        x = avg_pool(layer, x) if fast_avg_pool(layer) and cpu_formulations(x) else layer(x)
     return x
 
 
@@ -181,6 +186,13 @@ def _run_body(body: list[Layer], h: torch.Tensor, w: torch.Tensor) -> torch.Tens
     """w · body(h), the weight folded into a trailing stateless BN when there is one."""
     last = body[-1]
     first = body[0]
+    if not cpu_formulations(h):  # a GPU: PyTorch's kernels, the weight folded into the BN
+        for m in body[:-1]:
+            h = m(h)
+        if _stateless_bn(last):
+            assert isinstance(last, nn.BatchNorm2d)
+            return scaled_bn(h, w, last.eps)
+        return last(h) * w
     if (
         len(body) == 2
         and _stateless_bn(last)
@@ -224,7 +236,7 @@ class PartialChannelEdges(nn.Module):
         self.part = channels // k
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, active: Active | None = None
+        self, x: torch.Tensor, w: EdgeWeights, active: Active | None = None
     ) -> list[torch.Tensor | None]:
         if self.k == 1:  # grown to the full width (DrNAS's progressive K): no bypass
             return self.inner(x, w, active)

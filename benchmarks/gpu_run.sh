@@ -20,9 +20,9 @@ data=$1
 out=$2
 budget=${3:-560}
 device=${DEVICE:-cuda}
-steps=${STEPS:-20}
+steps=${STEPS:-10}
 layers=${LAYERS:+--layers $LAYERS}
-eager=${EAGER:-nb201:engine:64,nb201:bf16:64,nb201:plain:64,nb201:engine:256,darts:engine:64,darts:bf16:64,darts:plain:64,darts:engine:256}
+eager=${EAGER:-nb201:engine:64,nb201:bf16:64,darts:engine:64,darts:bf16:64,nb201:plain:64}
 compiled=${COMPILED:-nb201:bf16+c:64,darts:bf16+c:64}
 epochs=${EPOCHS:-50}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,16 +40,17 @@ stage env
 } 2>&1 | tee "$out/env.txt"
 
 stage smoke
-timeout 120 python3 "$here/benchmarks/gpu_speed.py" --device "$device" --rows nb201:engine:8 \
-    --layers 1 --steps 2 --stop-on-error || { echo "smoke failed: stopping"; exit 1; }
+timeout 120 python3 "$here/benchmarks/gpu_speed.py" --device "$device" \
+    --rows nb201:engine:8,nb201:bf16:8 --layers 1 --steps 2 --stop-on-error ||
+    { echo "smoke failed: stopping"; exit 1; }
 
 stage eager
 timeout $(($(left) - 380)) python3 "$here/benchmarks/gpu_speed.py" --device "$device" \
-    --rows "$eager" --steps "$steps" $layers --profile --out "$out/rows.jsonl" --table "$out/profile.txt"
+    --rows "$eager" --steps "$steps" $layers --profile 1 --out "$out/rows.jsonl" --table "$out/profile.txt"
 
 stage compiled
 timeout $(($(left) - 200)) python3 "$here/benchmarks/gpu_speed.py" --device "$device" \
-    --rows "$compiled" --steps "$steps" $layers --profile --out "$out/rows.jsonl"
+    --rows "$compiled" --steps "$steps" $layers --profile 1 --out "$out/rows.jsonl"
 
 stage search
 precision=$(python3 - "$out/rows.jsonl" <<'EOF'

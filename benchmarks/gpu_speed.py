@@ -7,13 +7,13 @@ plain, engine, bf16, bf16w, compiled, bf16+c). A step is one first-order DARTS s
 images. Each row is built, warmed up (the first step, which compiles for the compiled rows,
 is timed on its own), then timed over `--steps` steps twice, with the device synchronised
 before and after each timing only: the host runs ahead of the device inside a timing, as it
-does in a search. `--profile` adds, per row, the device's own busy time per step (the sum
-of its kernels' times over 3 profiled steps, torch.profiler) and the kernel count: a step
+does in a search. `--profile N` adds, per row, the device's own busy time per step (the sum
+of its kernels' times over N profiled steps, torch.profiler) and the kernel count: a step
 time far above the busy time is launch-bound (the host cannot queue kernels as fast as the
 device runs them), which CUDA graphs remove.
 
     python benchmarks/gpu_speed.py --device cuda --rows nb201:engine:64,darts:bf16:64 \\
-        --steps 20 --profile --out rows.jsonl
+        --steps 20 --profile 1 --out rows.jsonl
     python benchmarks/gpu_speed.py --device cpu --rows nb201:engine:8 --layers 1   # a check
 
 Compiled rows take `--compile-mode` (reduce-overhead: CUDA graphs). A row that fails prints
@@ -75,7 +75,7 @@ def row(
     steps: int,
     layers: int | None,
     compile_mode: str,
-    profile: bool,
+    profile: int,
     sets: list[str],
     table: str | None = None,
 ) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def row(
         if table:
             with open(table, "a") as f:
                 f.write(f"=== {space}:{impl}:{batch}\n")
-        out.update(profile_steps(s, batches[3:6], table))
+        out.update(profile_steps(s, batches[3 : 3 + profile], table))
     if s.compile_note is not None:
         out["compile"] = s.compile_note
     return out
@@ -149,7 +149,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per timing (two timings)")
     p.add_argument("--layers", type=int, help="override space.layers (quick checks)")
     p.add_argument("--compile-mode", default="reduce-overhead")
-    p.add_argument("--profile", action="store_true", help="device busy time and kernel count")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="profile this many steps: device busy time and kernels per step (the profiler's "
+        "bookkeeping of ~15,000 kernels a step takes tens of seconds a step)",
+    )
     p.add_argument("--set", action="append", default=[], help="a config override (repeatable)")
     p.add_argument("--out", help="append each row as a JSON line here")
     p.add_argument("--table", help="with --profile: append the busiest operators here")

@@ -9,8 +9,10 @@
 # inside SECONDS (default 560):
 #   1. a tiny nb201 search step on the device: stops here if the CUDA path fails;
 #   2. eager step rows (benchmarks/gpu_speed.py, --profile: device busy time, kernels);
-#   3. compiled rows (bf16 autocast + compiled cells, mode reduce-overhead: CUDA graphs);
-#   4. the nb201 DARTS search (configs/darts_nb201.yaml: C=16, 5 cells per stage, batch 64,
+#   3. the whole step captured as one CUDA graph and replayed, against eager
+#      (benchmarks/gpu_graph_step.py: what the launches cost);
+#   4. compiled rows (bf16 autocast + compiled cells, mode reduce-overhead: CUDA graphs);
+#   5. the nb201 DARTS search (configs/darts_nb201.yaml: C=16, 5 cells per stage, batch 64,
 #      50 epochs) on CIFAR-10 with the faster eager precision of stage 2; when it cannot
 #      finish in the time left, its per-epoch times are what it reports.
 # Overrides for a quick check on a CPU: DEVICE=cpu LAYERS=1 STEPS=2 EAGER=... COMPILED=...
@@ -23,6 +25,7 @@ device=${DEVICE:-cuda}
 steps=${STEPS:-10}
 layers=${LAYERS:+--layers $LAYERS}
 eager=${EAGER:-nb201:engine:64,nb201:bf16:64,darts:engine:64,darts:bf16:64,nb201:plain:64}
+graph=${GRAPH:-nb201:engine:64,nb201:bf16:64,darts:engine:64,darts:bf16:64}
 compiled=${COMPILED:-nb201:bf16+c:64,darts:bf16+c:64}
 epochs=${EPOCHS:-50}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,8 +48,12 @@ timeout 120 python3 "$here/benchmarks/gpu_speed.py" --device "$device" \
     { echo "smoke failed: stopping"; exit 1; }
 
 stage eager
-timeout $(($(left) - 380)) python3 "$here/benchmarks/gpu_speed.py" --device "$device" \
+timeout $(($(left) - 420)) python3 "$here/benchmarks/gpu_speed.py" --device "$device" \
     --rows "$eager" --steps "$steps" $layers --profile 1 --out "$out/rows.jsonl" --table "$out/profile.txt"
+
+stage graph
+timeout $(($(left) - 300)) python3 "$here/benchmarks/gpu_graph_step.py" --rows "$graph" \
+    --steps "$steps" --out "$out/graph.jsonl"
 
 stage compiled
 timeout $(($(left) - 200)) python3 "$here/benchmarks/gpu_speed.py" --device "$device" \

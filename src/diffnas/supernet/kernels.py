@@ -662,7 +662,8 @@ class _ScaledBN(torch.autograd.Function):
     @staticmethod
     @_amp_forward
     def forward(ctx: Any, y: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-        scale = w.reshape(1).expand(y.shape[1]).contiguous()  # stride-0 is slow
+        # stride-0 is slow, and wrong in torch 2.13's channels-last CPU BN backward
+        scale = w.reshape(1).expand(y.shape[1]).contiguous()
         out, mean, invstd = _normalize(y, scale, None, eps)
         ctx.save_for_backward(y, w, scale, mean, invstd)
         ctx.eps, ctx.w_shape = eps, w.shape

@@ -74,3 +74,57 @@ def test_cli_makes_idle_openmp_threads_sleep_unless_told_otherwise() -> None:
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.stdout.split() == ["ACTIVE", "False"], run.stderr
+
+
+def test_thread_probe_keeps_one_thread_unless_more_are_clearly_faster() -> None:
+    from diffnas.loop import ThreadProbe
+
+    # a warm-up step at n threads, then n, 1, n, 1
+    for t_n, t_1, one in ((2.0, 1.0, True), (1.0, 1.05, True), (1.0, 1.2, False)):
+        probe = ThreadProbe(2)
+        used, verdict = [], None
+        while verdict is None:
+            used.append(probe.next_threads())
+            verdict = probe.record(t_1 if used[-1] == 1 else t_n)
+        assert used == [2, 2, 1, 2, 1]
+        assert verdict is one, (t_n, t_1)
+        keep = "1 thread" if one else "2 threads"
+        assert f"{t_n:.3g} s with 2 threads and {t_1:.3g} s with 1: {keep}" in probe.note(one)
+
+
+@pytest.mark.parametrize(("t_n", "one"), [(2.0, True), (0.5, False)])
+def test_default_threads_probe_the_first_steps_then_keep_the_faster_count(
+    t_n: float, one: bool, monkeypatch: pytest.MonkeyPatch, keep_threads: None, capsys
+) -> None:
+    """threads: null with 2 cores free: the first steps run at 2 threads (warm-up), 2, 1,
+    2, 1; the rest of the run (the later epochs too) at the faster count. Step times are
+    faked by thread count (1 thread: 1 s; 2 threads: t_n): the verdict must follow them."""
+    from diffnas import loop
+    from diffnas.callbacks.base import Callback
+    from diffnas.search import Searcher
+
+    from .conftest import tiny_config
+
+    monkeypatch.setattr(utils, "auto_threads", lambda: (2, "test"))
+    monkeypatch.setattr(
+        loop.StepTimer, "lap", lambda self: 1.0 if torch.get_num_threads() == 1 else t_n
+    )
+    used: list[int] = []
+
+    class Threads(Callback):
+        name = "threads"
+
+        def on_step_end(self, s) -> None:
+            used.append(torch.get_num_threads())
+
+    s = Searcher(tiny_config("nb201", epochs=2, threads="null"), callbacks=[Threads()])
+    s.run_search()
+    per_epoch = s.steps_per_epoch
+    assert per_epoch >= 5 and len(used) == 2 * per_epoch
+    # the step a probe times ran at the count set before it; the callback sees the count
+    # after the step (the verdict is applied right after the last probe step)
+    assert used[:4] == [2, 2, 1, 2]
+    keep = 1 if one else 2
+    assert used[4:] == [keep] * (len(used) - 4)
+    note = capsys.readouterr().err
+    assert f"{'1 thread' if one else '2 threads'} for this run" in note

@@ -30,6 +30,7 @@ and the entry-point helpers that start or resume a run in its run directory.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -190,6 +191,49 @@ class StepTimer:
         return dt
 
 
+class ThreadProbe:
+    """Whether a run's steps are too small for several threads (`threads: null`).
+
+    Every op of a step is an OpenMP parallel region; with idle threads asleep
+    (OMP_WAIT_POLICY=PASSIVE, the `diffnas` command's default, which holds up when other
+    processes want the cores) each region first wakes a thread, tens of microseconds. On
+    small tensors that costs more than the second thread gains: the README's digits search
+    (8x8 images) took 4.6 s a step with 2 threads against 2.3 s with 1 (2-core AMD EPYC,
+    quiet). So the first steps of a run are timed: one warm-up step at n threads, then
+    n, 1, n, 1; 1 thread is kept unless n threads were more than `margin` faster (1
+    thread cannot be held up by other processes)."""
+
+    ORDER = (0, 1, 0, 1)  # after the warm-up: n threads (0) or 1 (1)
+
+    def __init__(self, n: int, margin: float = 0.1) -> None:
+        self.n = n
+        self.margin = margin
+        self.seen = 0  # steps recorded, the warm-up included
+        self.times: tuple[list[float], list[float]] = ([], [])
+
+    def next_threads(self) -> int:
+        i = self.seen - 1
+        return 1 if 0 <= i < len(self.ORDER) and self.ORDER[i] else self.n
+
+    def record(self, seconds: float) -> bool | None:
+        """Add the step just taken; once every probe step is in, whether 1 thread wins."""
+        i = self.seen - 1
+        self.seen += 1
+        if i >= 0:
+            self.times[self.ORDER[i]].append(seconds)
+        if self.seen <= len(self.ORDER):
+            return None
+        return min(self.times[1]) <= (1 + self.margin) * min(self.times[0])
+
+    def note(self, one: bool) -> str:
+        t_n, t_1 = min(self.times[0]), min(self.times[1])
+        keep = "1 thread" if one else f"{self.n} threads"
+        return (
+            f"threads: a step took {t_n:.3g} s with {self.n} threads and {t_1:.3g} s with 1: "
+            f"{keep} for this run (threads: null; --threads N sets a count)"
+        )
+
+
 # =========================================================================== the loop
 class Loop(ABC):
     """Epochs of steps with callbacks, checkpoints and resume (module docstring)."""
@@ -210,6 +254,9 @@ class Loop(ABC):
         # threads: null = the cores not busy with other processes, checked again every epoch
         self.auto_threads = threads is None
         self.threads = set_threads(threads)
+        # threads: null on the CPU: the first steps decide whether 1 thread is faster
+        # (ThreadProbe); None until they have, then for the rest of this process
+        self.one_thread: bool | None = None
         self.device = resolve_device(device)
         if self.device.type == "cuda":  # fixed shapes every step: cuDNN picks its fastest
             torch.backends.cudnn.benchmark = True  # kernels once (as the DARTS code does)
@@ -296,18 +343,29 @@ class Loop(ABC):
 
     def run_epoch(self) -> None:
         epoch = self.epoch
+        probe = None
         if self.auto_threads and self.device.type == "cpu":  # the load may have changed
-            self.threads = set_threads(None)
+            self.threads = set_threads(1 if self.one_thread else None)
+            if self.one_thread is None and self.threads > 1:
+                probe = ThreadProbe(self.threads)  # (an epoch too short: again next epoch)
         self.begin_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self)
         timer = StepTimer()
         for batch in self.batches(epoch, self.step):
+            if probe is not None:
+                set_threads(probe.next_threads())
             self.before_step()
             self.training_step(batch)
             self.step += 1
             self.global_step += 1
-            self.elapsed_s += timer.lap()
+            lap = timer.lap()
+            self.elapsed_s += lap
+            if probe is not None and (one := probe.record(lap)) is not None:
+                self.one_thread = one
+                self.threads = set_threads(1 if one else probe.n)
+                print(probe.note(one), file=sys.stderr, flush=True)
+                probe = None
             if self.finite.due(self.global_step):
                 self.check_losses()
             for cb in self.callbacks:

@@ -36,7 +36,7 @@ import torch
 from diffnas.config import Config, validate
 from diffnas.errors import ConfigError, ResourceError
 from diffnas.loop import StepTimer
-from diffnas.utils import rss_mb
+from diffnas.utils import rss_mb, set_threads
 
 # peak - (process with the run built) = 1.60 x activations for nb201 and 1.25 x for darts
 # (C=16, batch 64, measured by `diffnas bench speed`; the backward's transient gradient
@@ -355,16 +355,25 @@ def estimate(config: Config, probe_sizes: tuple[int, int] = (8, 16), repeats: in
     train = next(iter(s.data.train.epoch(0)))
     val = s.val_stream.next()
     sizes = sorted({min(b, batch_size, len(train[1])) for b in probe_sizes})
-    times: dict[int, float] = {}
+    # threads: null on the CPU: the run keeps 1 thread where its steps are faster so
+    # (loop.ThreadProbe), so both counts are timed and the faster taken
+    counts = [s.threads]
+    if s.auto_threads and s.device.type == "cpu" and s.threads > 1:
+        counts.append(1)
+    times: dict[int, dict[int, float]] = {n: {} for n in counts}
     acts: dict[int, float] = {}
-    for b in sizes:
-        tb = (train[0][:b], train[1][:b])
-        vb = (val[0][:b], val[1][:b])
-        _probe_step(s, tb, vb)  # warm-up, allocates gradients and optimizer state
-        runs = [_probe_step(s, tb, vb) for _ in range(repeats)]
-        times[b] = min(t for t, _ in runs)
-        acts[b] = max(a for _, a in runs)
-    t_at, act_at = _line(times, batch_size), _line(acts, batch_size)
+    for n in counts:
+        set_threads(n)
+        for b in sizes:
+            tb = (train[0][:b], train[1][:b])
+            vb = (val[0][:b], val[1][:b])
+            _probe_step(s, tb, vb)  # warm-up, allocates gradients and optimizer state
+            runs = [_probe_step(s, tb, vb) for _ in range(repeats)]
+            times[n][b] = min(t for t, _ in runs)
+            acts[b] = max(acts.get(b, 0.0), *(a for _, a in runs))
+    set_threads(s.threads)
+    t_at = min(_line(t, batch_size) for t in times.values())
+    act_at = _line(acts, batch_size)
     # + weight gradients and momentum buffers
     base = (built if s.device.type == "cpu" else _device_base_mb(s)) + 2 * param_mb
     per_sample = max(act_at - _line(acts, 0), 0.0) / batch_size if batch_size else 0.0

@@ -642,16 +642,16 @@ def _scaled_bn_backward(
     and for the one-element w. 16-bit y and y off the CPU formulations: both from
     PyTorch's kernel in one pass (its float32 running sums err far below y's own rounding,
     as in `_normalize`); else w's from `_scale_grad`, summed pairwise."""
-    half = _native_bn(y)
-    mask = [need_y, need_w and half, False]
+    native = _native_bn(y)
+    mask = [need_y, need_w and native, False]
     grad_y = grad_w = None
     if any(mask):
         grad_y, grad_scale, _ = torch.ops.aten.native_batch_norm_backward(
             grad, y, scale, None, None, mean, invstd, True, eps, mask
         )
-        if need_w and half:
+        if need_w and native:
             grad_w = grad_scale.sum()
-    if need_w and not half:
+    if need_w and not native:
         grad_w = _scale_grad(grad, y, mean, invstd)
     return grad_y, grad_w
 

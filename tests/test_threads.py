@@ -62,18 +62,24 @@ def test_default_threads_follow_the_rule(
     assert utils.set_threads(1) == 1 and torch.get_num_threads() == 1  # a count wins
 
 
-def test_cli_makes_idle_openmp_threads_sleep_unless_told_otherwise() -> None:
+def test_cli_makes_idle_openmp_threads_spin_briefly_unless_told_otherwise() -> None:
     code = (
         "import os, sys; from diffnas.cli import default_wait_policy; default_wait_policy(); "
-        "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), "
+        "'torch' in sys.modules)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = os.pathsep.join(["src", env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert run.stdout.split() == ["PASSIVE", "False"], run.stderr
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert run.stdout.split() == ["ACTIVE", "False"], run.stderr
+
+    def policy(**extra: str) -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+        )
+        return run.stdout.split() or [run.stderr]
+
+    assert policy() == ["None", "10000", "False"]  # set before torch is imported
+    assert policy(OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None", "False"]
+    assert policy(GOMP_SPINCOUNT="0") == ["None", "0", "False"]
 
 
 def test_thread_probe_keeps_one_thread_unless_more_are_clearly_faster() -> None:
@@ -128,3 +134,37 @@ def test_default_threads_probe_the_first_steps_then_keep_the_faster_count(
     assert used[4:] == [keep] * (len(used) - 4)
     note = capsys.readouterr().err
     assert f"{'1 thread' if one else '2 threads'} for this run" in note
+
+
+def test_default_threads_follow_the_load_within_an_epoch(
+    monkeypatch: pytest.MonkeyPatch, keep_threads: None
+) -> None:
+    """threads: null reads the load again every Loop.RECHECK_S seconds of steps, not only
+    at an epoch's start: a busy process that arrives mid-epoch takes a core within one
+    recheck. Steps are faked at 25 s with 2 threads, 30 s with 1 (the probe keeps 2)."""
+    from diffnas import loop
+    from diffnas.callbacks.base import Callback
+    from diffnas.search import Searcher
+
+    from .conftest import tiny_config
+
+    free = {"cores": 2}
+    monkeypatch.setattr(utils, "auto_threads", lambda: (free["cores"], "test"))
+    monkeypatch.setattr(
+        loop.StepTimer, "lap", lambda self: 30.0 if torch.get_num_threads() == 1 else 25.0
+    )
+    used: list[int] = []
+
+    class Arrive(Callback):  # right after the probe's five steps
+        name = "arrive"
+
+        def on_step_end(self, s) -> None:
+            used.append(torch.get_num_threads())
+            if s.global_step == 5:
+                free["cores"] = 1
+
+    s = Searcher(tiny_config("nb201", epochs=1, threads="null"), callbacks=[Arrive()])
+    s.run_search()
+    assert s.one_thread is False and len(used) >= 6  # one epoch: no epoch-start read
+    assert used[4] == 2  # the probe kept 2 threads
+    assert used[5:] == [1] * (len(used) - 5)  # from the step after the arrival: 1 thread

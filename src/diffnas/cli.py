@@ -77,13 +77,15 @@ def _error(console: Console, message: str) -> None:
 
 
 def default_wait_policy() -> None:
-    """Idle OpenMP threads sleep at once (OMP_WAIT_POLICY=PASSIVE) unless the environment
-    says otherwise. PyTorch's bundled GNU OpenMP reads this when it loads, so it takes
-    effect only before torch is imported. Its default spins a waiting thread ~300,000
-    iterations; on a machine with other busy processes those spinning threads take the
-    cores the working ones need (docs/engine.md, "Threads")."""
+    """Idle OpenMP threads spin briefly, then sleep (`diffnas.openmp.WAIT_POLICY`), unless
+    the environment names a wait policy. PyTorch's bundled GNU OpenMP reads this when it
+    loads, so it takes effect only before torch is imported. Its default spins a waiting
+    thread ~300,000 iterations; on a machine with other busy processes those spinning
+    threads take the cores the working ones need (docs/engine.md, "Threads")."""
     if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from diffnas.openmp import with_wait_policy
+
+        os.environ.update(with_wait_policy(dict(os.environ)))
 
 
 def main(argv: list[str] | None = None) -> int:

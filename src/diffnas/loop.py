@@ -194,14 +194,13 @@ class StepTimer:
 class ThreadProbe:
     """Whether a run's steps are too small for several threads (`threads: null`).
 
-    Every op of a step is an OpenMP parallel region; with idle threads asleep
-    (OMP_WAIT_POLICY=PASSIVE, the `diffnas` command's default, which holds up when other
-    processes want the cores) each region first wakes a thread, tens of microseconds. On
-    small tensors that costs more than the second thread gains: the README's digits search
-    (8x8 images) took 4.6 s a step with 2 threads against 2.3 s with 1 (2-core AMD EPYC,
-    quiet). So the first steps of a run are timed: one warm-up step at n threads, then
-    n, 1, n, 1; 1 thread is kept unless n threads were more than `margin` faster (1
-    thread cannot be held up by other processes)."""
+    Every op of a step is an OpenMP parallel region ending in a barrier; on small tensors
+    the second thread gains little or loses: the README's digits search (8x8 images) took
+    2.2 s a step with 2 threads and the `diffnas` command's short spin, 4.6 s with idle
+    threads asleep (OMP_WAIT_POLICY=PASSIVE), 2.4 s with 1 thread (2-core AMD EPYC, quiet).
+    So the first steps of a run are timed: one warm-up step at n threads, then n, 1, n, 1;
+    1 thread is kept unless n threads were more than `margin` faster (1 thread cannot be
+    held up by other processes)."""
 
     ORDER = (0, 1, 0, 1)  # after the warm-up: n threads (0) or 1 (1)
 
@@ -239,6 +238,10 @@ class Loop(ABC):
     """Epochs of steps with callbacks, checkpoints and resume (module docstring)."""
 
     kind = "search"  # what the run directory holds: "search" or "train"
+    # threads: null on the CPU: the load is read again after this many seconds of steps
+    # (and at every epoch's start): 2 threads beside a process that arrived meanwhile run
+    # a step ~1.5-2x slower than 1 thread (docs/engine.md, "Threads"); a read takes ~0.2 s
+    RECHECK_S = 20.0
 
     def __init__(
         self,
@@ -352,6 +355,7 @@ class Loop(ABC):
         for cb in self.callbacks:
             cb.on_epoch_start(self)
         timer = StepTimer()
+        since_check = 0.0
         for batch in self.batches(epoch, self.step):
             if probe is not None:
                 set_threads(probe.next_threads())
@@ -366,6 +370,11 @@ class Loop(ABC):
                 self.threads = set_threads(1 if one else probe.n)
                 print(probe.note(one), file=sys.stderr, flush=True)
                 probe = None
+            since_check += lap
+            if since_check >= self.RECHECK_S and probe is None and self.one_thread is not True:
+                since_check = 0.0
+                if self.auto_threads and self.device.type == "cpu":
+                    self.threads = set_threads(None)
             if self.finite.due(self.global_step):
                 self.check_losses()
             for cb in self.callbacks:

@@ -18,7 +18,7 @@ float32 engine's.
 Contention mode (`contention=N`, `diffnas bench speed --contention N`): N busy processes
 (each one Python loop, one core) run for the whole measurement, and the fp32 engine is
 timed at every thread count from 1 to the usable cores, at the default (`threads: null`,
-diffnas.utils.auto_threads, with idle OpenMP threads sleeping: OMP_WAIT_POLICY=PASSIVE)
+diffnas.utils.auto_threads, with the `diffnas` command's OpenMP wait policy: a short spin)
 and at the previous default (all cores, GNU OpenMP's own spin-waiting). It prints each
 one's step time relative to the best of them.
 """
@@ -168,14 +168,17 @@ class Row:
 
 
 def _env() -> dict[str, str]:
-    """The workers' environment: this diffnas on the path (installed or not), and idle
-    OpenMP threads sleeping unless the caller's environment says otherwise (as `diffnas`)."""
+    """The workers' environment: this diffnas on the path (installed or not), and the
+    `diffnas` command's OpenMP wait policy unless the caller's environment names one."""
+    from diffnas.openmp import with_wait_policy
+
     src = str(Path(__file__).resolve().parents[2])  # the directory holding diffnas/
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-    }
+    return with_wait_policy(
+        {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+        }
+    )
 
 
 def _measure(
@@ -332,7 +335,7 @@ def run_contention(
     """The fp32 engine's step under `n_busy` busy processes at each thread count, at the
     default and at the previous default; returns {space: {setting: median step s}}.
 
-    Settings: `1` .. `cores` threads (idle OpenMP threads sleeping), `default`
+    Settings: `1` .. `cores` threads (the `diffnas` command's wait policy), `default`
     (threads: null), `spin` (all cores with GNU OpenMP's default spin-waiting: the default
     before). They alternate within each round, so that changes in the machine's other load
     hit all alike; only ratios within one run mean anything."""

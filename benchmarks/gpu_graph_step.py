@@ -16,15 +16,12 @@ K eager steps and K replays must end at the same α and weights (float tolerance
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import time
-import traceback
 from typing import Any
 
 import torch
 
-from diffnas.bench.speed import IMPL_OVERRIDES, SPACES
+from gpu_speed import run_rows, searcher, step_batches
 
 
 def _state(s: Any) -> list[torch.Tensor]:
@@ -45,22 +42,10 @@ def _time(fn: Any, steps: int) -> float:
 
 
 def row(space: str, impl: str, batch: int, steps: int, check: int) -> dict[str, Any]:
-    from diffnas.config import load_config
-    from diffnas.search import Searcher
-
-    cfg = [
-        *SPACES[space],
-        f"data.batch_size={batch}",
-        "data.dataset=synthetic",
-        "device=cuda",
-        "log.lookup=false",
-        *IMPL_OVERRIDES[impl],
-    ]
-    s = Searcher(load_config(["darts"], cfg))
+    s = searcher(space, impl, batch, "cuda", [])
     for group in s.a_opt.param_groups:  # Adam keeps its step count on the device
         group["capturable"] = True
-    it = (b for epoch in itertools.count() for b in s.data.train.epoch(epoch))
-    train, val = next(it), s.val_stream.next()
+    ((train, val),) = step_batches(s, 1)
 
     def eager() -> None:
         s.arch_step(train, val)
@@ -119,24 +104,21 @@ def main() -> None:
     a = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_graph_step.py needs a CUDA GPU (CUDA graphs); none is visible")
-    for spec in a.rows.split(","):
-        space, impl, batch = spec.split(":")
-        try:
-            r = row(space, impl, int(batch), a.steps, a.check)
-        except Exception:  # a failed row reports, and the next one runs
-            traceback.print_exc()
-            print(f"row {spec}: FAILED", flush=True)
-            continue
-        print(
+
+    def describe(spec: str, r: dict[str, Any]) -> str:
+        return (
             f"{spec:>18}  eager {' / '.join(f'{t:.2f}' for t in r['eager_ms'])} ms"
             f"  graph {' / '.join(f'{t:.2f}' for t in r['graph_ms'])} ms"
             f"  capture {r['capture_s']} s  replay vs eager {r['worst_rel_diff']:.1e}"
-            f"  peak {r['peak_mb']} MB",
-            flush=True,
+            f"  peak {r['peak_mb']} MB"
         )
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(json.dumps(r) + "\n")
+
+    run_rows(
+        a.rows,
+        lambda space, impl, batch: row(space, impl, batch, a.steps, a.check),
+        describe,
+        a.out,
+    )
 
 
 if __name__ == "__main__":

@@ -67,6 +67,71 @@ def profile_steps(s: Any, batches: list[Any], table: str | None = None) -> dict[
     return {"busy_ms": busy_us / 1000 / n, "kernels": kernels / n}
 
 
+def searcher(space: str, impl: str, batch: int, device: str, extra: list[str]) -> Any:
+    """The Searcher of a row: `space` at bench speed's size, `impl`'s settings (plain: the
+    plain supernet), synthetic 32x32 images, `extra` overrides last."""
+    from diffnas.config import load_config
+    from diffnas.search import Searcher
+    from diffnas.supernet.plain import make_plain
+
+    cfg = [
+        *SPACES[space],
+        f"data.batch_size={batch}",
+        "data.dataset=synthetic",
+        f"device={device}",
+        "log.lookup=false",
+        *IMPL_OVERRIDES[impl],
+        *extra,
+    ]
+    s = Searcher(load_config(["darts"], cfg))
+    if impl == "plain":
+        make_plain(s.model)
+    return s
+
+
+def step_batches(s: Any, n: int) -> list[Any]:
+    """n (training, validation) batch pairs, epoch after epoch of the training split."""
+    it = (b for epoch in itertools.count() for b in s.data.train.epoch(epoch))
+    return [(next(it), s.val_stream.next()) for _ in range(n)]
+
+
+def run_rows(
+    rows: str,
+    measure: Any,
+    describe: Any,
+    out: str | None,
+    stop_on_error: bool = False,
+) -> None:
+    """measure(space, impl, batch) for each `space:impl:batch` of `rows`: prints
+    `describe(spec, result)`, appends the result to `out` as a JSON line; a failed row
+    prints its error and the next one runs (with `stop_on_error`, exit 1)."""
+    specs = rows.split(",")
+    for spec in specs:  # every row checked before the first one runs
+        parts = spec.split(":")
+        if len(parts) != 3 or parts[0] not in SPACES or parts[1] not in IMPL_OVERRIDES:
+            raise SystemExit(
+                f"row {spec!r}: expected space:impl:batch with space one of "
+                f"{', '.join(SPACES)} and impl one of {', '.join(IMPL_OVERRIDES)}, "
+                "e.g. nb201:bf16:64"
+            )
+        if not parts[2].isdigit() or int(parts[2]) < 1:
+            raise SystemExit(f"row {spec!r}: the batch size must be a positive integer")
+    for spec in specs:
+        space, impl, batch = spec.split(":")
+        try:
+            r = measure(space, impl, int(batch))
+        except Exception:  # a failed row reports, and the next one runs
+            traceback.print_exc()
+            print(f"row {spec}: FAILED", flush=True)
+            if stop_on_error:
+                sys.exit(1)
+            continue
+        print(describe(spec, r), flush=True)
+        if out:
+            with open(out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+
+
 def row(
     space: str,
     impl: str,
@@ -79,28 +144,11 @@ def row(
     sets: list[str],
     table: str | None = None,
 ) -> dict[str, Any]:
-    from diffnas.config import load_config
-    from diffnas.search import Searcher
-    from diffnas.supernet.plain import make_plain
-
-    extra = list(IMPL_OVERRIDES[impl])
-    if "search.compile=cell" in extra:
+    extra = [f"space.layers={layers}"] if layers else []
+    if "search.compile=cell" in IMPL_OVERRIDES[impl]:
         extra.append(f"search.compile_mode={compile_mode}")
-    cfg = [
-        *SPACES[space],
-        *([f"space.layers={layers}"] if layers else []),
-        f"data.batch_size={batch}",
-        "data.dataset=synthetic",
-        f"device={device}",
-        "log.lookup=false",
-        *extra,
-        *sets,
-    ]
-    s = Searcher(load_config(["darts"], cfg))
-    if impl == "plain":
-        make_plain(s.model)
-    it = (b for epoch in itertools.count() for b in s.data.train.epoch(epoch))
-    batches = [(next(it), s.val_stream.next()) for _ in range(steps + 3)]
+    s = searcher(space, impl, batch, device, [*extra, *sets])
+    batches = step_batches(s, steps + 3)
     t0 = time.perf_counter()
     s.arch_step(*batches[0])
     s.weight_step(batches[0][0])
@@ -164,37 +212,30 @@ def main() -> None:
     a = p.parse_args()
     if a.device.startswith("cuda"):
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
-    for spec in a.rows.split(","):
-        space, impl, batch = spec.split(":")
-        try:
-            r = row(
-                space,
-                impl,
-                int(batch),
-                a.device,
-                a.steps,
-                a.layers,
-                a.compile_mode,
-                a.profile,
-                a.set,
-                a.table,
-            )
-        except Exception:  # a failed row reports, and the next one runs
-            traceback.print_exc()
-            print(f"row {spec}: FAILED", flush=True)
-            if a.stop_on_error:
-                sys.exit(1)
-            continue
+
+    def measure(space: str, impl: str, batch: int) -> dict[str, Any]:
+        return row(
+            space,
+            impl,
+            batch,
+            a.device,
+            a.steps,
+            a.layers,
+            a.compile_mode,
+            a.profile,
+            a.set,
+            a.table,
+        )
+
+    def describe(spec: str, r: dict[str, Any]) -> str:
         ms = " / ".join(f"{t:.2f}" for t in r["step_ms"])
         busy = f"  busy {r['busy_ms']:.2f} ms, {r['kernels']:.0f} kernels" if "busy_ms" in r else ""
-        print(
+        return (
             f"{spec:>20}  {ms} ms/step (median of 2: {statistics.median(r['step_ms']):.2f})"
-            f"  first {r['first_s']} s  peak {r.get('peak_mb', '-')} MB{busy}",
-            flush=True,
+            f"  first {r['first_s']} s  peak {r.get('peak_mb', '-')} MB{busy}"
         )
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(json.dumps(r) + "\n")
+
+    run_rows(a.rows, measure, describe, a.out, a.stop_on_error)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Search-step time by thread count and OpenMP wait policy, quiet and beside busy processes.
 
 Each setting runs in its own process (GNU OpenMP reads OMP_WAIT_POLICY and GOMP_SPINCOUNT
-when it loads), timing `--steps` first-order search steps after a warm-up step, on the
+when it loads), timing 3 rounds of `--steps` first-order search steps after a warm-up
+step (the median of the rounds' seconds per step, `_search_steps.time_steps`), on the
 README's first search by default (darts supernet, digits, batch 64). `--busy N` runs N
 busy processes (a Python loop each) for the whole measurement. docs/engine.md ("Threads")
 quotes it.
@@ -16,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+
+from diffnas.bench.speed import Contention
+from diffnas.openmp import without_wait_policy
 
 SETTINGS = [  # (threads, environment)
     (1, {"OMP_WAIT_POLICY": "PASSIVE"}),
@@ -31,21 +33,10 @@ SETTINGS = [  # (threads, environment)
 
 
 def worker(threads: int, steps: int, sets: list[str]) -> None:
-    from diffnas.config import load_config
-    from diffnas.search import Searcher
+    from _search_steps import time_steps
 
-    s = Searcher(load_config(["darts"], [f"threads={threads}", *sets]))
-    it = s.data.train.epoch(0)
-    batches = [(next(it), s.val_stream.next()) for _ in range(steps + 1)]
-    s.arch_step(*batches[0])
-    s.weight_step(batches[0][0])
-    times = []
-    for train, val in batches[1:]:
-        t = time.perf_counter()
-        s.arch_step(train, val)
-        s.weight_step(train)
-        times.append(time.perf_counter() - t)
-    print(json.dumps(times))
+    # 3 rounds of `steps` steps after a warm-up step: the median seconds per step
+    print(json.dumps(time_steps({"row": []}, [f"threads={threads}", *sets], steps, 3)["row"]))
 
 
 def main() -> None:
@@ -59,14 +50,9 @@ def main() -> None:
     if a.worker is not None:
         worker(a.worker, a.steps, a.set)
         return
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.busy)]
-    try:
+    with Contention(a.busy):  # busy processes for the whole measurement
         for threads, env in SETTINGS:
-            clean = {
-                k: v
-                for k, v in os.environ.items()
-                if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-            }
+            clean = without_wait_policy(dict(os.environ))
             cmd = [sys.executable, __file__, "--worker", str(threads), "--steps", str(a.steps)]
             cmd += [x for s in a.set for x in ("--set", s)]
             label = f"{threads} thread(s), " + ", ".join(f"{k}={v}" for k, v in env.items())
@@ -80,16 +66,8 @@ def main() -> None:
             if out.returncode:
                 print(f"{label:45} failed:\n{out.stderr[-2000:]}", flush=True)
                 continue
-            times = json.loads(out.stdout.strip().splitlines()[-1])
-            print(
-                f"{label:45} {statistics.median(times):7.3f} s/step  "
-                f"({', '.join(f'{t:.3f}' for t in times)})",
-                flush=True,
-            )
-    finally:
-        for b in busy:
-            b.kill()
-            b.wait()
+            step_s = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{label:45} {step_s:7.3f} s/step", flush=True)
 
 
 if __name__ == "__main__":

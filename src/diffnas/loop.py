@@ -347,7 +347,8 @@ class Loop(ABC):
     def run_epoch(self) -> None:
         epoch = self.epoch
         probe = None
-        if self.auto_threads and self.device.type == "cpu":  # the load may have changed
+        adaptive = self.auto_threads and self.device.type == "cpu"  # threads follow the load
+        if adaptive:
             self.threads = set_threads(1 if self.one_thread else None)
             if self.one_thread is None and self.threads > 1:
                 probe = ThreadProbe(self.threads)  # (an epoch too short: again next epoch)
@@ -365,16 +366,16 @@ class Loop(ABC):
             self.global_step += 1
             lap = timer.lap()
             self.elapsed_s += lap
-            if probe is not None and (one := probe.record(lap)) is not None:
-                self.one_thread = one
-                self.threads = set_threads(1 if one else probe.n)
-                print(probe.note(one), file=sys.stderr, flush=True)
-                probe = None
             since_check += lap
-            if since_check >= self.RECHECK_S and probe is None and self.one_thread is not True:
+            if probe is not None:
+                if (one := probe.record(lap)) is not None:
+                    self.one_thread = one
+                    self.threads = set_threads(1 if one else probe.n)
+                    print(probe.note(one), file=sys.stderr, flush=True)
+                    probe = None
+            elif adaptive and not self.one_thread and since_check >= self.RECHECK_S:
                 since_check = 0.0
-                if self.auto_threads and self.device.type == "cpu":
-                    self.threads = set_threads(None)
+                self.threads = set_threads(None)
             if self.finite.due(self.global_step):
                 self.check_losses()
             for cb in self.callbacks:

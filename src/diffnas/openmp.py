@@ -10,10 +10,17 @@ from __future__ import annotations
 # 1 thread 3.08); beside a busy process 5.52 s (PASSIVE 3.81), where the thread rule
 # takes 1 thread (3.01) within `Loop.RECHECK_S` (docs/engine.md, "Threads").
 WAIT_POLICY = {"GOMP_SPINCOUNT": "10000"}
+# the variables that name a wait policy (either one set: the environment's choice stands)
+WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def with_wait_policy(env: dict[str, str]) -> dict[str, str]:
-    """env, plus `WAIT_POLICY` where it names neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT."""
-    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
+    """env, plus `WAIT_POLICY` where it names no wait policy (`WAIT_KEYS`)."""
+    if any(k in env for k in WAIT_KEYS):
         return dict(env)
     return {**env, **WAIT_POLICY}
+
+
+def without_wait_policy(env: dict[str, str]) -> dict[str, str]:
+    """env with no wait policy named: GNU OpenMP's own default."""
+    return {k: v for k, v in env.items() if k not in WAIT_KEYS}

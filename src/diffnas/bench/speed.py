@@ -339,12 +339,13 @@ def run_contention(
     (threads: null), `spin` (all cores with GNU OpenMP's default spin-waiting: the default
     before). They alternate within each round, so that changes in the machine's other load
     hit all alike; only ratios within one run mean anything."""
+    from diffnas.openmp import without_wait_policy
     from diffnas.utils import usable_cores
 
     extra = extra or []
     cores = usable_cores()
     env = _env()
-    spin_env = {k: v for k, v in env.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    spin_env = without_wait_policy(env)
     settings: list[tuple[str, int | None, dict[str, str]]] = [
         *((str(t), t, env) for t in range(1, cores + 1)),
         ("default", None, env),

@@ -186,15 +186,10 @@ def _run_body(body: list[Layer], h: torch.Tensor, w: torch.Tensor) -> torch.Tens
     """w · body(h), the weight folded into a trailing stateless BN when there is one."""
     last = body[-1]
     first = body[0]
-    if not cpu_formulations(h):  # a GPU: PyTorch's kernels, the weight folded into the BN
-        for m in body[:-1]:
-            h = m(h)
-        if _stateless_bn(last):
-            assert isinstance(last, nn.BatchNorm2d)
-            return scaled_bn(h, w, last.eps)
-        return last(h) * w
+    cpu = cpu_formulations(h)  # off it (a GPU): PyTorch's own kernels for the layers
     if (
-        len(body) == 2
+        cpu
+        and len(body) == 2
         and _stateless_bn(last)
         and isinstance(first, nn.Conv2d)
         and pointwise_1x1(first)
@@ -204,7 +199,7 @@ def _run_body(body: list[Layer], h: torch.Tensor, w: torch.Tensor) -> torch.Tens
     i = 0
     while i < len(body) - 1:
         m = body[i]
-        if isinstance(m, nn.Conv2d) and fast_depthwise(m):
+        if cpu and isinstance(m, nn.Conv2d) and fast_depthwise(m):
             nxt = body[i + 1]
             if i + 2 < len(body) and isinstance(nxt, nn.Conv2d) and pointwise_1x1(nxt):
                 h = depthwise_pointwise(m, nxt, h)  # the depthwise output is not kept
